@@ -1,0 +1,132 @@
+"""The passes over the data: chunk kernels and their Dask graphs.
+
+A pass maps a kernel over aligned row chunks of all models (plus the row
+labels) and either tree-reduces the results (:func:`subset_statistics`) or
+concatenates them (:func:`pointwise_norms`).  Kernels receive the array module
+``xp`` so the same code runs on numpy and cupy chunks.
+"""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+from toolz import partition_all
+
+from fredask.cluster import Scheduler, compute
+from fredask.features import FeatureSet
+from fredask.splits import N_SUBSETS, TEST, UNUSED
+from fredask.statistics import merge_subsets, subset_moments
+
+
+class NonFiniteFeaturesError(ValueError):
+    """Features hold NaN or infinite values."""
+
+
+def concatenated_rows(blocks, names, offset: int, xp):
+    """``[X_1 | ... | X_M]`` of one row chunk in float64, checked for NaN/inf."""
+    for name, block in zip(names, blocks, strict=True):
+        finite = xp.isfinite(block)
+        if not bool(finite.all()):
+            bad = xp.flatnonzero(~finite.all(axis=1))
+            first = [int(i) + offset for i in bad[:5]]
+            raise NonFiniteFeaturesError(
+                f"features {name!r} hold NaN or infinite values in rows {first}"
+                f"{' and more' if bad.size > 5 else ''}"
+            )
+    return xp.concatenate([xp.asarray(b, dtype=xp.float64) for b in blocks], axis=1)
+
+
+def statistics_kernel(labels, *blocks, names, offset, method, xp):
+    """Moments of fold 1, fold 2 and test rows of one chunk."""
+    z = concatenated_rows(blocks, names, offset, xp)
+    labels = xp.asarray(labels)
+    out = []
+    for subset in range(N_SUBSETS):
+        mask = labels == subset
+        out.append(subset_moments(z[mask], method, xp) if bool(mask.any()) else None)
+    return tuple(out)
+
+
+def pointwise_kernel(labels, *blocks, names, offset, centre, scale, maps, xp):
+    """``||(z_i - centre) / scale @ M||`` of each test row, for every map M."""
+    z = concatenated_rows(blocks, names, offset, xp)
+    z = (z[xp.asarray(labels) == TEST] - centre) / scale
+    return xp.stack([xp.linalg.norm(z @ m, axis=1) for m in maps], axis=1)
+
+
+def _chunk_tasks(features: FeatureSet, labels: np.ndarray, keep):
+    """Per row chunk: (label block, feature blocks, offset), for chunks ``keep`` accepts."""
+    blocks = [a.to_delayed()[:, 0] for a in features.arrays]
+    start = 0
+    for i, size in enumerate(features.row_chunks):
+        chunk_labels = labels[start : start + size]
+        if keep(chunk_labels):
+            yield chunk_labels, [b[i] for b in blocks], start
+        start += size
+
+
+def subset_statistics(
+    features: FeatureSet,
+    labels: np.ndarray,
+    method: str,
+    scheduler: Scheduler,
+    xp=np,
+    split_every: int = 8,
+    progress: bool = False,
+):
+    """One pass: the moments of fold 1, fold 2 and test rows of all models.
+
+    Chunks whose rows are all unused are not read.  Partial moments merge in a
+    tree of fan-in ``split_every``.
+
+    Returns
+    -------
+    tuple of three :class:`~fredask.statistics.Moments` (or None if empty)
+    """
+    kernel = dask.delayed(statistics_kernel, pure=True)
+    parts = [
+        kernel(lab, *blocks, names=features.names, offset=start, method=method, xp=xp)
+        for lab, blocks, start in _chunk_tasks(
+            features, labels, lambda lab: bool((lab != UNUSED).any())
+        )
+    ]
+    merge = dask.delayed(merge_subsets, pure=True)
+    while len(parts) > 1:
+        parts = [merge(list(group), method, xp) for group in partition_all(split_every, parts)]
+    return compute(parts[0], scheduler, progress)
+
+
+def pointwise_norms(
+    features: FeatureSet,
+    labels: np.ndarray,
+    centre,
+    scale,
+    maps,
+    scheduler: Scheduler,
+    xp=np,
+    progress: bool = False,
+) -> np.ndarray:
+    """One pass over the chunks holding test rows: per-row norms of each map.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_test, len(maps))
+        Rows in increasing row order.
+    """
+    kernel = dask.delayed(pointwise_kernel, pure=True)
+    parts = [
+        kernel(
+            lab,
+            *blocks,
+            names=features.names,
+            offset=start,
+            centre=centre,
+            scale=scale,
+            maps=maps,
+            xp=xp,
+        )
+        for lab, blocks, start in _chunk_tasks(
+            features, labels, lambda lab: bool((lab == TEST).any())
+        )
+    ]
+    return np.concatenate(compute(parts, scheduler, progress), axis=0)

@@ -1,0 +1,132 @@
+"""Settings of the scaler and of the 2-fold ridge, and their scikit-matter twins.
+
+The metric functions accept scikit-matter's own ``StandardFlexibleScaler`` and
+``Ridge2FoldCV`` objects and read their parameters; :class:`ScalerSettings`
+and :class:`RidgeSettings` are fredask's plain equivalents (no scikit-matter
+import needed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from fredask.splits import SKMATTER_SEED
+
+SCORINGS = ("neg_root_mean_squared_error", "neg_mean_squared_error")
+
+
+def _default_alphas() -> np.ndarray:
+    return np.geomspace(1e-9, 0.9, 20)
+
+
+@dataclass(frozen=True)
+class RidgeSettings:
+    """Parameters of the 2-fold cross-validated ridge (``Ridge2FoldCV``).
+
+    The defaults are those scikit-matter's reconstruction measures use.
+
+    Parameters
+    ----------
+    alphas : array-like of float
+        Regularisation grid.
+    alpha_type : {"relative", "absolute"}
+        Relative alphas are multiplied by the largest singular value of the two
+        folds and must lie in [0, 1).
+    regularization_method : {"cutoff", "tikhonov"}
+        Truncated SVD or Tikhonov (ridge) regularisation.
+    random_state : int, numpy.random.RandomState or None
+        Seed of the fold shuffle.
+    shuffle : bool
+        Shuffle the train rows before cutting them into two folds.
+    scoring : {"neg_root_mean_squared_error", "neg_mean_squared_error"} or None
+        Cross-validation score (``None`` means mean squared error, as in
+        scikit-matter).
+    """
+
+    alphas: np.ndarray = field(default_factory=_default_alphas)
+    alpha_type: str = "relative"
+    regularization_method: str = "cutoff"
+    random_state: int | np.random.RandomState | None = SKMATTER_SEED
+    shuffle: bool = True
+    scoring: str | None = "neg_root_mean_squared_error"
+
+    def __post_init__(self):
+        alphas = np.atleast_1d(np.asarray(self.alphas, dtype=np.float64))
+        object.__setattr__(self, "alphas", alphas)
+        if alphas.ndim != 1 or alphas.size == 0:
+            raise ValueError("alphas must be a non-empty one-dimensional grid")
+        if not np.all(np.isfinite(alphas)) or np.any(alphas < 0):
+            raise ValueError(f"alphas must be finite and >= 0, got {alphas}")
+        if self.regularization_method not in ("cutoff", "tikhonov"):
+            raise ValueError(
+                f"regularization method {self.regularization_method!r} is not known "
+                "(use 'cutoff' or 'tikhonov')"
+            )
+        if self.alpha_type not in ("relative", "absolute"):
+            raise ValueError(f"alpha type {self.alpha_type!r} is not known")
+        if self.alpha_type == "relative" and np.any(alphas >= 1):
+            raise ValueError(
+                "relative alphas must lie in [0, 1); got "
+                f"{alphas[alphas >= 1].tolist()} (use 0.9 as the largest relative alpha)"
+            )
+        if self.scoring is not None and self.scoring not in SCORINGS:
+            raise ValueError(f"scoring {self.scoring!r} is not supported; use one of {SCORINGS}")
+        if not isinstance(self.shuffle, bool):
+            raise TypeError(f"shuffle must be True or False; got {self.shuffle!r}")
+
+    @classmethod
+    def from_estimator(cls, estimator) -> RidgeSettings:
+        """Read the parameters of a scikit-matter ``Ridge2FoldCV`` (or settings)."""
+        if estimator is None:
+            return cls()
+        if isinstance(estimator, cls):
+            return estimator
+        if type(estimator).__name__ != "Ridge2FoldCV":
+            raise TypeError(
+                "estimator must be skmatter.linear_model.Ridge2FoldCV or "
+                f"fredask.RidgeSettings, got {type(estimator).__name__}"
+            )
+        if getattr(estimator, "cv", None) is not None:
+            raise ValueError("Ridge2FoldCV with a custom cv is not supported; leave cv=None")
+        return cls(**{f.name: getattr(estimator, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class ScalerSettings:
+    """Parameters of ``StandardFlexibleScaler``, fitted on the train rows.
+
+    Parameters
+    ----------
+    with_mean : bool
+        Centre on the train mean.
+    with_std : bool
+        Divide by the train spread.
+    column_wise : bool
+        One scale per column (standard deviation) instead of one scalar
+        ``sqrt(sum of column variances)``.
+    rtol, atol : float
+        A total variance (or column variance) below ``atol + rtol * |mean|``
+        is an error.
+    """
+
+    with_mean: bool = True
+    with_std: bool = True
+    column_wise: bool = False
+    rtol: float = 0.0
+    atol: float = 1e-12
+
+    @classmethod
+    def from_scaler(cls, scaler) -> ScalerSettings:
+        """Read the parameters of a scikit-matter ``StandardFlexibleScaler``."""
+        if scaler is None:
+            return cls()
+        if isinstance(scaler, cls):
+            return scaler
+        if type(scaler).__name__ != "StandardFlexibleScaler":
+            raise TypeError(
+                "scaler must be skmatter.preprocessing.StandardFlexibleScaler or "
+                f"fredask.ScalerSettings, got {type(scaler).__name__}"
+            )
+        return cls(**{f.name: getattr(scaler, f.name) for f in fields(cls)})
