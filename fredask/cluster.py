@@ -94,5 +94,5 @@ def compute(obj, scheduler: Scheduler, progress: bool = False):
         return dask.compute(obj, scheduler=scheduler)[0]
     future = scheduler.compute(obj)
     if progress:
-        distributed.progress(future)
+        distributed.progress(future, scheduler=scheduler.scheduler.address)
     return future.result()
