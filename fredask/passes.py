@@ -22,8 +22,8 @@ class NonFiniteFeaturesError(ValueError):
     """Features hold NaN or infinite values."""
 
 
-def concatenated_rows(blocks, names, offset: int, xp):
-    """``[X_1 | ... | X_M]`` of one row chunk in float64, checked for NaN/inf."""
+def check_finite(blocks, names, offset: int, xp) -> None:
+    """Raise naming the model and the first rows that hold NaN or inf."""
     for name, block in zip(names, blocks, strict=True):
         finite = xp.isfinite(block)
         if not bool(finite.all()):
@@ -33,24 +33,37 @@ def concatenated_rows(blocks, names, offset: int, xp):
                 f"features {name!r} hold NaN or infinite values in rows {first}"
                 f"{' and more' if bad.size > 5 else ''}"
             )
-    return xp.concatenate([xp.asarray(b, dtype=xp.float64) for b in blocks], axis=1)
+
+
+def gather_rows(blocks, rows, xp):
+    """``[X_1 | ... | X_M][rows]`` as a new Fortran-ordered float64 array."""
+    n_cols = sum(b.shape[1] for b in blocks)
+    out = xp.empty((rows.shape[0], n_cols), dtype=xp.float64, order="F")
+    every_row = rows.shape[0] == blocks[0].shape[0]
+    start = 0
+    for block in blocks:
+        block = xp.asarray(block)
+        out[:, start : start + block.shape[1]] = block if every_row else block[rows]
+        start += block.shape[1]
+    return out
 
 
 def statistics_kernel(labels, *blocks, names, offset, method, xp):
     """Moments of fold 1, fold 2 and test rows of one chunk."""
-    z = concatenated_rows(blocks, names, offset, xp)
+    check_finite(blocks, names, offset, xp)
     labels = xp.asarray(labels)
     out = []
     for subset in range(N_SUBSETS):
-        mask = labels == subset
-        out.append(subset_moments(z[mask], method, xp) if bool(mask.any()) else None)
+        rows = xp.flatnonzero(labels == subset)
+        out.append(subset_moments(gather_rows(blocks, rows, xp), method, xp) if rows.size else None)
     return tuple(out)
 
 
 def pointwise_kernel(labels, *blocks, names, offset, centre, scale, maps, xp):
     """``||(z_i - centre) / scale @ M||`` of each test row, for every map M."""
-    z = concatenated_rows(blocks, names, offset, xp)
-    z = (z[xp.asarray(labels) == TEST] - centre) / scale
+    check_finite(blocks, names, offset, xp)
+    z = gather_rows(blocks, xp.flatnonzero(xp.asarray(labels) == TEST), xp)
+    z = (z - centre) / scale
     return xp.stack([xp.linalg.norm(z @ m, axis=1) for m in maps], axis=1)
 
 
