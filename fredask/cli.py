@@ -9,12 +9,14 @@ from pathlib import Path
 
 import zarr
 
+from fredask.cluster import LOCAL_SCHEDULERS
 from fredask.compare import GLOBAL_METRICS, reconstruction_matrix
 
 
 def _client(address: str | None):
-    if address is None:
-        return None
+    """A client for a scheduler address, or a local scheduler name, or None."""
+    if address is None or address in LOCAL_SCHEDULERS:
+        return address
     import distributed
 
     return distributed.Client(address)
@@ -83,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scheduler",
-        help="address of a running Dask scheduler (default: the embedded LocalCluster)",
+        help="address of a running Dask scheduler, or 'threads' / 'sync' "
+        "(default: the active client, else the embedded LocalCluster)",
     )
     p.add_argument("--output", type=Path, default=Path("fredask-results"))
     p.set_defaults(func=compare)
