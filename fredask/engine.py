@@ -188,9 +188,17 @@ def fit_global(
 
     result = GlobalFit(features, split, labels, centre, scale, method=method)
     n_cols = features.n_columns
+    svds = {
+        (subset, source): np.linalg.svd(factors[subset][:, features.columns(source)], False)
+        for subset in (FOLD1, FOLD2, "train")
+        for source in {source for source, _ in pairs}
+    }
     for source, target in pairs:
         a, b = features.columns(source), features.columns(target)
-        sub = {k: SubsetFactor(f[:, a], f[:, b], counts[k]) for k, f in factors.items()}
+        sub = {
+            k: SubsetFactor(factors[k][:, a], factors[k][:, b], counts[k], svds[(k, source)])
+            for k in (FOLD1, FOLD2, "train")
+        }
         fit = ridge_2fold(
             sub[FOLD1], sub[FOLD2], sub["train"], ridge, _rcond(features, source, train.count)
         )

@@ -22,12 +22,15 @@ class NonFiniteFeaturesError(ValueError):
     """Features hold NaN or infinite values."""
 
 
-def check_finite(blocks, names, offset: int, xp) -> None:
-    """Raise naming the model and the first rows that hold NaN or inf."""
+def check_finite(blocks, used, names, offset: int, xp) -> None:
+    """Raise naming the model and the first used rows that hold NaN or inf.
+
+    ``used`` is a boolean mask of the chunk's rows that the computation reads;
+    values in other rows do not matter and are not checked.
+    """
     for name, block in zip(names, blocks, strict=True):
-        finite = xp.isfinite(block)
-        if not bool(finite.all()):
-            bad = xp.flatnonzero(~finite.all(axis=1))
+        bad = xp.flatnonzero(~xp.isfinite(block).all(axis=1) & used)
+        if bad.size:
             first = [int(i) + offset for i in bad[:5]]
             raise NonFiniteFeaturesError(
                 f"features {name!r} hold NaN or infinite values in rows {first}"
@@ -50,8 +53,8 @@ def gather_rows(blocks, rows, xp):
 
 def statistics_kernel(labels, *blocks, names, offset, method, xp):
     """Moments of fold 1, fold 2 and test rows of one chunk."""
-    check_finite(blocks, names, offset, xp)
     labels = xp.asarray(labels)
+    check_finite(blocks, labels != UNUSED, names, offset, xp)
     out = []
     for subset in range(N_SUBSETS):
         rows = xp.flatnonzero(labels == subset)
@@ -61,9 +64,9 @@ def statistics_kernel(labels, *blocks, names, offset, method, xp):
 
 def pointwise_kernel(labels, *blocks, names, offset, centre, scale, maps, xp):
     """``||(z_i - centre) / scale @ M||`` of each test row, for every map M."""
-    check_finite(blocks, names, offset, xp)
-    z = gather_rows(blocks, xp.flatnonzero(xp.asarray(labels) == TEST), xp)
-    z = (z - centre) / scale
+    test = xp.asarray(labels) == TEST
+    check_finite(blocks, test, names, offset, xp)
+    z = (gather_rows(blocks, xp.flatnonzero(test), xp) - centre) / scale
     return xp.stack([xp.linalg.norm(z @ m, axis=1) for m in maps], axis=1)
 
 

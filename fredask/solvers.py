@@ -20,11 +20,16 @@ from fredask.settings import RidgeSettings
 
 @dataclass(frozen=True)
 class SubsetFactor:
-    """Source and target columns of one row subset's factor."""
+    """Source and target columns of one row subset's factor.
+
+    ``svd`` is the thin SVD ``(U, s, Vt)`` of ``source``; it depends on the
+    source model only, so callers compute it once per source and subset.
+    """
 
     source: np.ndarray
     target: np.ndarray
     count: int
+    svd: tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class _FoldModel:
     """SVD of one fold's source columns, as used to predict the other fold."""
 
     def __init__(self, fold: SubsetFactor, other: SubsetFactor, rcond: float):
-        u, s, vt = np.linalg.svd(fold.source, full_matrices=False)
+        u, s, vt = fold.svd
         self.n_kept = int(np.sum(s > rcond))
         self.s = s
         self.ut_y = (u.T @ fold.target)[: self.n_kept]
@@ -126,7 +131,7 @@ def ridge_2fold(
     best = int(np.argmax(cv_values))
     best_alpha = float(scaled_alphas[best])
 
-    u, s, vt = np.linalg.svd(train.source, full_matrices=False)
+    u, s, vt = train.svd
     if cutoff:
         n_alpha = int(np.sum(s > best_alpha))
         weights = (vt[:n_alpha].T / s[:n_alpha]) @ (u[:, :n_alpha].T @ train.target)

@@ -83,7 +83,8 @@ def merge_moments(parts, method: str, xp) -> Moments | None:
     mean = sum(p.mean * p.count for p in parts) / count
     shifts = xp.stack([(p.count**0.5) * (p.mean - mean) for p in parts])
     if method == "qr":
-        scatter = xp.linalg.qr(xp.concatenate([p.scatter for p in parts] + [shifts]), mode="r")
+        stacked = xp.asfortranarray(xp.concatenate([p.scatter for p in parts] + [shifts]))
+        scatter = r_factor(stacked, xp)
     else:
         scatter = sum(p.scatter for p in parts) + shifts.T @ shifts
     return Moments(count, mean, scatter)
