@@ -16,6 +16,8 @@ import os
 
 import dask
 import distributed
+from dask.diagnostics import ProgressBar
+from threadpoolctl import threadpool_limits
 
 _embedded: distributed.Client | None = None
 
@@ -86,12 +88,14 @@ def resolve_client(client=None, embedded: bool = True) -> Scheduler:
 def compute(obj, scheduler: Scheduler, progress: bool = False):
     """Compute a Dask collection or delayed object, with an optional progress bar."""
     if isinstance(scheduler, str):
-        if progress:
-            from dask.diagnostics import ProgressBar
-
+        # Dask's threads each call BLAS: let BLAS itself use one thread, or the
+        # two levels of threading oversubscribe the cores (10x slower seen).
+        blas_threads = 1 if scheduler == "threads" else None
+        with threadpool_limits(limits=blas_threads, user_api="blas"):
+            if not progress:
+                return dask.compute(obj, scheduler=scheduler)[0]
             with ProgressBar():
                 return dask.compute(obj, scheduler=scheduler)[0]
-        return dask.compute(obj, scheduler=scheduler)[0]
     future = scheduler.compute(obj)
     if progress:
         distributed.progress(future, scheduler=scheduler.scheduler.address)
