@@ -1,0 +1,209 @@
+"""Run an extractor over a store's structures on Dask workers, resumably.
+
+Work is split by row chunk of the store: one task computes the features of
+the structures that overlap its chunk (in fixed batches) and writes exactly
+that chunk, then flags it done in ``progress/<name>``.  No two tasks write the
+same Zarr chunk, a killed worker's tasks are retried by Dask, and a killed run
+restarted with the same command computes only the chunks not flagged yet;
+since every task is a deterministic function of its chunk, the finished store
+is byte-identical to an uninterrupted run.  Each worker process loads the
+model once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import sys
+import threading
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+
+from fredask.cluster import resolve_client
+from fredask.extract.base import ExtractionError, Extractor
+from fredask.store import FeatureStore
+
+#: Extractors loaded in this (worker) process, by the hash of their pickle.
+_LOADED: dict[str, tuple[Extractor, threading.Lock]] = {}
+_LOADED_GUARD = threading.Lock()
+
+
+def _worker_extractor(key: str, extractor: Extractor) -> tuple[Extractor, threading.Lock]:
+    with _LOADED_GUARD:
+        if key not in _LOADED:
+            _LOADED[key] = (extractor, threading.Lock())
+        return _LOADED[key]
+
+
+def _batches(sizes: list[int], batch_atoms: int) -> list[range]:
+    """Consecutive groups of structures with about ``batch_atoms`` atoms each."""
+    groups, start, atoms = [], 0, 0
+    for i, size in enumerate(sizes):
+        if atoms and atoms + size > batch_atoms:
+            groups.append(range(start, i))
+            start, atoms = i, 0
+        atoms += size
+    groups.append(range(start, len(sizes)))
+    return groups
+
+
+def structure_features(
+    extractor: Extractor, structures: list, skip_errors: bool
+) -> tuple[list[np.ndarray | None], list[dict]]:
+    """Features of each structure; with ``skip_errors`` a failing one gives None."""
+    try:
+        return list(extractor.atom_features(structures)), []
+    except ExtractionError:
+        if not skip_errors:
+            raise
+    out, skipped = [], []
+    for atoms in structures:
+        try:
+            out.append(extractor.atom_features([atoms])[0])
+        except ExtractionError as error:
+            out.append(None)
+            skipped.append({"structure": atoms.info["structure_index"], "reason": str(error)})
+    return out, skipped
+
+
+def extract_chunk(
+    store_path: str,
+    name: str,
+    index: int,
+    key: str,
+    extractor: Extractor,
+    batch_atoms: int,
+    skip_errors: bool,
+) -> dict:
+    """Compute and write row chunk ``index`` of features ``name`` (one task)."""
+    store = FeatureStore.open(store_path, mode="a")
+    table = store.structure_table()
+    start, stop = store.chunk_bounds(index)
+    wanted = table.structures_overlapping(start, stop)
+    model, lock = _worker_extractor(key, extractor)
+    array = store.features(name)
+    values = np.full((stop - start, array.shape[1]), np.nan, dtype=array.dtype)
+    skipped = []
+    sizes = [int(table.n_atoms[s]) for s in wanted]
+    for group in _batches(sizes, batch_atoms):
+        structures = []
+        for s in (wanted[i] for i in group):
+            atoms = table.atoms(s)
+            atoms.info["structure_index"] = s
+            structures.append(atoms)
+        with lock:
+            features, skips = structure_features(model, structures, skip_errors)
+        skipped += skips
+        for atoms, block in zip(structures, features, strict=True):
+            if block is None:
+                continue
+            s = atoms.info["structure_index"]
+            first, last = int(table.offset[s]), int(table.offset[s] + table.n_atoms[s])
+            lo, hi = max(first, start), min(last, stop)
+            values[lo - start : hi - start] = block[lo - first : hi - first]
+    store.write_chunk(name, index, values)
+    return {"chunk": index, "atoms": stop - start, "skipped": skipped}
+
+
+def probe(store_path: str, key: str, extractor: Extractor) -> tuple[int, str, dict]:
+    """Number of features, dtype and metadata, from the first structure."""
+    table = FeatureStore.open(store_path).structure_table()
+    model, lock = _worker_extractor(key, extractor)
+    atoms = table.atoms(0)
+    atoms.info["structure_index"] = 0
+    with lock:
+        values = model.atom_features([atoms])[0]
+        metadata = model.metadata()
+    return int(values.shape[1]), str(values.dtype), metadata
+
+
+def extract(
+    store: str | Path | FeatureStore,
+    extractor: Extractor,
+    name: str | None = None,
+    client=None,
+    batch_atoms: int = 512,
+    skip_errors: bool = False,
+    progress: bool = True,
+) -> str:
+    """Extract features of ``extractor`` for every structure of ``store``.
+
+    Parameters
+    ----------
+    store : path or FeatureStore
+        The store, created with its structure table.
+    extractor : Extractor
+        e.g. ``fredask.extract.get_extractor("chgnet:0.3.0")``.
+    name : str, optional
+        Name of the features (default ``extractor.name``).
+    client : distributed.Client, "threads" or "sync", optional
+        Default: the active client, else the embedded LocalCluster.
+    batch_atoms : int
+        Atoms per model call.
+    skip_errors : bool
+        On an element the model does not cover (or another ExtractionError),
+        leave that structure's rows NaN and record it in the array's
+        ``skipped`` attribute instead of failing.
+    progress : bool
+        Show a progress bar with atoms per second.
+
+    Returns
+    -------
+    str
+        The name of the completed features.
+    """
+    import dask
+    from tqdm.auto import tqdm
+
+    store = store if isinstance(store, FeatureStore) else FeatureStore.open(store, mode="a")
+    name = name or extractor.name
+    path = str(store.path)
+    key = hashlib.blake2b(cloudpickle.dumps(extractor), digest_size=16).hexdigest()
+    scheduler = resolve_client(client)
+    with store.writing(name):
+        if name in store.group["features"]:
+            n_features, dtype = store.features(name).shape[1], store.features(name).dtype
+            metadata = dict(store.features(name).attrs)
+        else:
+            n_features, dtype, metadata = _run(scheduler, probe, path, key, extractor)
+            metadata["command"] = shlex.join(sys.argv)
+        store.create_features(name, n_features, dtype, metadata)
+        pending = store.pending_chunks(name)
+        skipped = list(store.features(name).attrs.get("skipped", []))
+        bar = tqdm(
+            total=store.n_atoms, unit="atom", unit_scale=True, disable=not progress, desc=name
+        )
+        bar.update(store.n_atoms - sum(np.diff(store.chunk_bounds(i))[0] for i in pending))
+        args = (key, extractor, batch_atoms, skip_errors)
+        if isinstance(scheduler, str):
+            with dask.config.set(scheduler=scheduler):
+                for index in pending:
+                    _record(store, name, extract_chunk(path, name, index, *args), skipped, bar)
+        else:
+            from distributed import as_completed
+
+            futures = [
+                scheduler.submit(extract_chunk, path, name, index, *args, pure=False)
+                for index in pending
+            ]
+            for future in as_completed(futures, loop=scheduler.loop):
+                _record(store, name, future.result(), skipped, bar)
+        bar.close()
+        store.finish_features(name)
+    return name
+
+
+def _record(store: FeatureStore, name: str, result: dict, skipped: list, bar) -> None:
+    if result["skipped"]:
+        known = {s["structure"] for s in skipped}
+        skipped += [s for s in result["skipped"] if s["structure"] not in known]
+        store.features(name).attrs["skipped"] = skipped
+    bar.update(result["atoms"])
+
+
+def _run(scheduler, function, *args):
+    if isinstance(scheduler, str):
+        return function(*args)
+    return scheduler.submit(function, *args, pure=False).result()
