@@ -151,19 +151,19 @@ class FeatureStore:
     def structure_table(self) -> StructureTable:
         """The whole structure table, in memory."""
         table = self.group["structures"]
-        return StructureTable(**{name: table[name][:] for name in table.array_keys()})
+        return StructureTable(**{name: _read(table[name]) for name in table.array_keys()})
 
     def structures(self) -> pd.DataFrame:
         """Per-structure table (no per-atom columns) as a DataFrame."""
         table = self.group["structures"]
-        return pd.DataFrame({name: table[name][:] for name in _TABLE_FIELDS}).rename_axis(
+        return pd.DataFrame({name: _read(table[name]) for name in _TABLE_FIELDS}).rename_axis(
             "structure"
         )
 
     def atom_subsets(self) -> np.ndarray:
         """The subset label of every atom (its structure's), for stratified splits."""
         table = self.group["structures"]
-        return np.repeat(table["subset"][:], table["n_atoms"][:])
+        return np.repeat(_read(table["subset"]), table["n_atoms"][:])
 
     def check_fingerprints(self, fingerprints: np.ndarray, what: str = "structures") -> None:
         """Refuse ``fingerprints`` that differ from the store's, naming the first mismatch."""
@@ -352,6 +352,12 @@ def _write_array(group: zarr.Group, name: str, values: np.ndarray, dims, chunks)
         name, shape=values.shape, chunks=chunks, dtype=dtype, dimension_names=dims
     )
     array[...] = values
+
+
+def _read(array: zarr.Array) -> np.ndarray:
+    """All of ``array``; variable-length strings as fixed-width ``str``."""
+    values = array[...]
+    return np.array(values.tolist(), dtype=str) if values.dtype.kind == "T" else values
 
 
 def _now() -> str:

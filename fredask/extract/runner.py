@@ -16,6 +16,7 @@ import hashlib
 import shlex
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import cloudpickle
@@ -28,6 +29,26 @@ from fredask.store import FeatureStore
 #: Extractors loaded in this (worker) process, by the hash of their pickle.
 _LOADED: dict[str, tuple[Extractor, threading.Lock]] = {}
 _LOADED_GUARD = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ExtractionReport:
+    """What one call of :func:`extract` did.
+
+    Attributes
+    ----------
+    name : str
+        The features' name in the store.
+    chunks_computed, chunks_total : int
+        Row chunks computed by this call (the others were already done).
+    skipped : list of dict
+        Structures left NaN (``skip_errors=True``), with the reason.
+    """
+
+    name: str
+    chunks_computed: int
+    chunks_total: int
+    skipped: list[dict]
 
 
 def _worker_extractor(key: str, extractor: Extractor) -> tuple[Extractor, threading.Lock]:
@@ -127,7 +148,7 @@ def extract(
     batch_atoms: int = 512,
     skip_errors: bool = False,
     progress: bool = True,
-) -> str:
+) -> ExtractionReport:
     """Extract features of ``extractor`` for every structure of ``store``.
 
     Parameters
@@ -151,8 +172,7 @@ def extract(
 
     Returns
     -------
-    str
-        The name of the completed features.
+    ExtractionReport
     """
     import dask
     from tqdm.auto import tqdm
@@ -192,7 +212,7 @@ def extract(
                 _record(store, name, future.result(), skipped, bar)
         bar.close()
         store.finish_features(name)
-    return name
+    return ExtractionReport(name, len(pending), store.n_chunks, skipped)
 
 
 def _record(store: FeatureStore, name: str, result: dict, skipped: list, bar) -> None:

@@ -1,0 +1,177 @@
+"""Resumable, distributed extraction into a store, with a torch model whose answer is known."""
+
+import functools
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.collections import g2, s22
+
+from fredask.extract import ExtractionError, TorchHookExtractor
+from fredask.extract.runner import extract
+from fredask.extract.testing import known_embedding, make_tiny_calculator
+from fredask.store import FeatureStore, StoreError
+from fredask.structures import StructureTable
+
+pytest.importorskip("torch")
+
+CHUNK_ROWS = 128
+
+
+def _structures():
+    return list(g2) + list(s22)
+
+
+@pytest.fixture
+def store(tmp_path):
+    table = StructureTable.from_atoms(_structures(), source_file="ase.collections")
+    return FeatureStore.create(tmp_path / "s.zarr", table, chunk_rows=CHUNK_ROWS)
+
+
+def _embed(delay=0.0, name="tiny-embed"):
+    return TorchHookExtractor(
+        functools.partial(make_tiny_calculator, delay=delay), "embed", name=name
+    )
+
+
+def test_hook_extractor_writes_the_known_features(store):
+    report = extract(store, _embed(), client="sync", progress=False)
+    assert report.chunks_computed == report.chunks_total == store.n_chunks
+    table = store.structure_table()
+    values = store.features("tiny-embed")[:]
+    np.testing.assert_array_equal(values, known_embedding(table.numbers))
+    assert store.feature_names() == ["tiny-embed"]
+    attrs = store.features("tiny-embed").attrs
+    assert attrs["layer"] == "embed" and attrs["complete"] is True and "command" in attrs
+
+
+def test_pre_hook_on_a_distributed_cluster(store):
+    distributed = pytest.importorskip("distributed")
+    extractor = TorchHookExtractor(make_tiny_calculator, "mix", pre_hook=True, name="tiny-mix")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        extract(store, extractor, client=client, progress=False)
+    table = store.structure_table()
+    expected = known_embedding(table.numbers) + 0.1 * table.positions.astype(np.float32).sum(
+        axis=1, keepdims=True
+    )
+    np.testing.assert_allclose(store.features("tiny-mix")[:], expected, rtol=1e-6, atol=1e-6)
+
+
+SCRIPT = """
+import functools, sys
+from fredask.extract import TorchHookExtractor
+from fredask.extract.runner import extract
+from fredask.extract.testing import make_tiny_calculator
+extractor = TorchHookExtractor(
+    functools.partial(make_tiny_calculator, delay={delay}), "embed", name="tiny-embed"
+)
+if __name__ == "__main__":
+    extract(sys.argv[1], extractor, client="sync", progress=False)
+"""
+
+
+def _start(tmp_path, store, delay):
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(SCRIPT.format(delay=delay)))
+    return subprocess.Popen([sys.executable, str(script), str(store.path)])
+
+
+def _wait_for(condition, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        time.sleep(0.05)
+
+
+def test_killed_extraction_resumes_to_identical_arrays(tmp_path, store):
+    reference_table = StructureTable.from_atoms(_structures())
+    reference = FeatureStore.create(tmp_path / "ref.zarr", reference_table, chunk_rows=CHUNK_ROWS)
+    extract(reference, _embed(), client="sync", progress=False)
+
+    process = _start(tmp_path, store, delay=0.02)
+
+    def some_done():
+        try:
+            return len(FeatureStore.open(store.path).pending_chunks("tiny-embed")) < store.n_chunks
+        except Exception:
+            return False
+
+    _wait_for(some_done)
+    process.kill()
+    process.wait()
+    pending = FeatureStore.open(store.path).pending_chunks("tiny-embed")
+    assert 0 < len(pending) < store.n_chunks, "the kill should land mid-run"
+    assert store.feature_names() == []  # incomplete features are not listed
+
+    report = extract(store, _embed(), client="sync", progress=False)
+    assert report.chunks_computed == len(pending)
+    resumed = store.features("tiny-embed")[:]
+    expected = reference.features("tiny-embed")[:]
+    assert resumed.dtype == expected.dtype
+    assert resumed.tobytes() == expected.tobytes()
+
+
+def test_concurrent_extraction_into_the_same_features_is_refused(tmp_path, store):
+    process = _start(tmp_path, store, delay=0.05)
+    try:
+        # progress/<name> is created while the writer holds the lock
+        _wait_for(lambda: (store.path / "progress" / "tiny-embed").exists())
+        assert process.poll() is None
+        with pytest.raises(StoreError, match="another process is writing features 'tiny-embed'"):
+            extract(store.path, _embed(), client="sync", progress=False)
+    finally:
+        process.kill()
+        process.wait()
+
+
+class _OrganicOnly(TorchHookExtractor):
+    elements = frozenset({1, 6, 7, 8})
+
+
+def _organic(name="organic"):
+    return _OrganicOnly(make_tiny_calculator, "embed", name=name)
+
+
+@pytest.fixture
+def mixed_store(tmp_path):
+    structures = [g2["H2O"], bulk("Si", "diamond", a=5.43), g2["CH4"]]
+    table = StructureTable.from_atoms(structures)
+    return FeatureStore.create(tmp_path / "mixed.zarr", table, chunk_rows=4)
+
+
+def test_uncovered_element_is_an_error_naming_structure_and_element(mixed_store):
+    with pytest.raises(
+        ExtractionError, match=r"does not cover element Si \(Z=14\) in structure #1"
+    ):
+        extract(mixed_store, _organic(), client="sync", progress=False)
+    assert mixed_store.feature_names() == []
+
+
+def test_uncovered_element_can_be_skipped_with_a_record(mixed_store):
+    report = extract(mixed_store, _organic(), client="sync", skip_errors=True, progress=False)
+    assert [s["structure"] for s in report.skipped] == [1]
+    assert "Si" in report.skipped[0]["reason"]
+    values = mixed_store.features("organic")[:]
+    assert np.isnan(values[3:5]).all()
+    np.testing.assert_array_equal(values[:3], known_embedding([8, 1, 1]))
+    np.testing.assert_array_equal(values[5:], known_embedding([6, 1, 1, 1, 1]))
+    assert mixed_store.features("organic").attrs["skipped"] == report.skipped
+
+
+def test_model_returning_nan_is_an_error(mixed_store):
+    extractor = TorchHookExtractor(
+        make_tiny_calculator, "embed", name="nan", select=lambda t: t * float("nan")
+    )
+    with pytest.raises(ExtractionError, match="NaN or infinite features for structure #0"):
+        extract(mixed_store, extractor, client="sync", progress=False)
+    assert mixed_store.feature_names() == []
