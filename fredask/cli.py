@@ -1,16 +1,20 @@
-"""Command line: ``fredask compare`` and the ``fredask demo`` main job."""
+"""Command line: ``fredask extract | ingest | info | compare | demo``."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import zarr
 
 from fredask.cluster import LOCAL_SCHEDULERS
 from fredask.compare import GLOBAL_METRICS, reconstruction_matrix
+from fredask.splits import Split, resolve_split, stratified_split
+from fredask.store import FeatureStore, StoreError
 
 
 def _client(address: str | None):
@@ -28,25 +32,115 @@ def _report(result, output: Path, stem: str) -> None:
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
-def store_features(store: str | Path) -> dict[str, zarr.Array]:
-    """The per-model arrays under ``features/`` of a Zarr group."""
-    group = zarr.open_group(store, mode="r")
-    if "features" not in group:
-        raise SystemExit(f"{store}: no 'features' group; is this a fredask store?")
-    arrays = dict(sorted(group["features"].arrays()))
-    if len(arrays) < 2:
-        raise SystemExit(f"{store}: need features of at least two models, found {list(arrays)}")
-    return arrays
+def store_features(store: str | Path) -> tuple[dict[str, zarr.Array], FeatureStore | None]:
+    """Complete per-model arrays of a fredask store (or of any group's ``features/``)."""
+    try:
+        opened = FeatureStore.open(store)
+    except StoreError as error:
+        if "not a fredask store" not in str(error):
+            raise SystemExit(str(error)) from None
+        group = zarr.open_group(store, mode="r")
+        if "features" not in group:
+            raise SystemExit(f"{store}: no 'features' group; is this a fredask store?") from None
+        return dict(sorted(group["features"].arrays())), None
+    return opened.feature_arrays(), opened
+
+
+def _split(args, n_rows: int, store: FeatureStore | None) -> Split:
+    usable = np.arange(n_rows) if store is None else store.usable_rows()
+    if args.split == "paper":
+        if store is None:
+            raise SystemExit("--split paper needs a fredask store (it stratifies by subset)")
+        local = stratified_split(store.atom_subsets()[usable], n_test=args.n_test, seed=args.seed)
+    else:
+        local = resolve_split(usable.size)
+    return Split(train_idx=usable[local.train_idx], test_idx=usable[local.test_idx])
 
 
 def compare(args: argparse.Namespace) -> None:
-    features = store_features(args.store)
+    features, store = store_features(args.store)
+    if len(features) < 2:
+        raise SystemExit(
+            f"{args.store}: need features of at least two models, found {list(features)}"
+        )
     client = _client(args.scheduler)
+    split = _split(args, next(iter(features.values())).shape[0], store)
     for metric in args.metric:
         start = time.perf_counter()
-        result = reconstruction_matrix(features, metric, method=args.method, client=client)
+        result = reconstruction_matrix(
+            features, metric, split=split, method=args.method, client=client
+        )
         print(f"{metric.upper()} of {len(features)} models in {time.perf_counter() - start:.1f} s")
         _report(result, args.output, metric)
+
+
+def info(args: argparse.Namespace) -> None:
+    try:
+        print(FeatureStore.open(args.store).info())
+    except StoreError as error:
+        raise SystemExit(str(error)) from None
+
+
+def _structures(paths: list[Path]):
+    from fredask.structures import StructureFileError, read_structures
+
+    try:
+        return read_structures(paths)
+    except StructureFileError as error:
+        raise SystemExit(str(error)) from None
+
+
+def _open_or_create(store: Path, paths: list[Path]) -> FeatureStore:
+    table = _structures(paths)
+    if store.exists():
+        opened = FeatureStore.open(store, mode="a")
+        opened.check_fingerprints(table.fingerprint, what=", ".join(map(str, paths)))
+        return opened
+    return FeatureStore.create(store, table)
+
+
+def extract(args: argparse.Namespace) -> None:
+    from fredask.extract import get_extractor
+    from fredask.extract.runner import extract as run
+
+    store = _open_or_create(args.store, args.structures)
+    client = _client(args.scheduler)
+    for spec in args.model:
+        options = {} if args.layer is None else {"layer": args.layer}
+        extractor = get_extractor(spec, **options)
+        start = time.perf_counter()
+        report = run(
+            store,
+            extractor,
+            client=client,
+            batch_atoms=args.batch_atoms,
+            skip_errors=args.skip_errors,
+        )
+        seconds = time.perf_counter() - start
+        print(
+            f"{report.name}: {report.chunks_computed} of {report.chunks_total} chunks computed "
+            f"in {seconds:.1f} s; {len(report.skipped)} structures skipped"
+        )
+    print(store.info())
+
+
+def ingest(args: argparse.Namespace) -> None:
+    from fredask.ingest import ingest as run
+
+    features = {}
+    for item in args.features:
+        name, _, path = item.partition("=")
+        if not path:
+            raise SystemExit(f"--features takes NAME=PATH, got {item!r}")
+        features[name] = Path(path)
+    store = run(
+        args.store,
+        _structures(args.structures),
+        features,
+        key=args.key,
+        command=shlex.join(sys.argv),
+    )
+    print(store.info())
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -67,6 +161,12 @@ def demo(args: argparse.Namespace) -> None:
         _report(result, output, f"synthetic_{metric}")
 
 
+SCHEDULER_HELP = (
+    "address of a running Dask scheduler, or 'threads' / 'sync' "
+    "(default: the active client, else the embedded LocalCluster)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fredask",
@@ -74,8 +174,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("compare", help="all-pairs errors of the models in a Zarr store")
-    p.add_argument("store", type=Path, help="Zarr group with per-model arrays under features/")
+    p = sub.add_parser("extract", help="run models over structures into a store")
+    p.add_argument("structures", type=Path, nargs="+", help="structure files ASE reads")
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        help="model spec, e.g. chgnet:0.3.0, sevenn:7net-0 (repeatable)",
+    )
+    p.add_argument("--store", type=Path, required=True)
+    p.add_argument("--layer", type=int, help="layer index, for models with several")
+    p.add_argument("--batch-atoms", type=int, default=512)
+    p.add_argument(
+        "--skip-errors",
+        action="store_true",
+        help="leave structures a model cannot handle NaN and record them",
+    )
+    p.add_argument("--scheduler", help=SCHEDULER_HELP)
+    p.set_defaults(func=extract)
+
+    p = sub.add_parser("ingest", help="bring existing feature files into a store")
+    p.add_argument("structures", type=Path, nargs="+", help="structure files ASE reads")
+    p.add_argument("--store", type=Path, required=True)
+    p.add_argument(
+        "--features",
+        nargs="+",
+        required=True,
+        metavar="NAME=PATH",
+        help=".npy, .npz, .pt or .h5 file per model, rows = atoms in order",
+    )
+    p.add_argument("--key", help="array name inside .npz/.pt/.h5 files with several")
+    p.set_defaults(func=ingest)
+
+    p = sub.add_parser("info", help="what a store holds")
+    p.add_argument("store", type=Path)
+    p.set_defaults(func=info)
+
+    p = sub.add_parser("compare", help="all-pairs errors of the models in a store")
+    p.add_argument("store", type=Path, help="fredask store (or Zarr group with features/)")
     p.add_argument("--metric", nargs="+", choices=GLOBAL_METRICS, default=["gfre"])
     p.add_argument(
         "--method",
@@ -84,16 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="qr: exact (default); gram: faster, squares the condition number",
     )
     p.add_argument(
-        "--scheduler",
-        help="address of a running Dask scheduler, or 'threads' / 'sync' "
-        "(default: the active client, else the embedded LocalCluster)",
+        "--split",
+        choices=("default", "paper"),
+        default="default",
+        help="scikit-matter's 50/50 split, or the paper's stratified test set",
     )
+    p.add_argument("--n-test", type=int, default=1000, help="test atoms of --split paper")
+    p.add_argument("--seed", type=int, default=0, help="seed of --split paper")
+    p.add_argument("--scheduler", help=SCHEDULER_HELP)
     p.add_argument("--output", type=Path, default=Path("fredask-results"))
     p.set_defaults(func=compare)
 
-    p = sub.add_parser(
-        "demo", help="the main job: all-pairs matrices on shipped and generated data"
-    )
+    p = sub.add_parser("demo", help="the main job")
     p.add_argument("--rows", type=int, default=1_000_000, help="atoms of the synthetic store")
     p.add_argument("--output", type=Path, default=Path("fredask-results"))
     p.set_defaults(func=demo)

@@ -205,6 +205,17 @@ class FeatureStore:
             raise StoreError(f"{self.path}: features {incomplete} are incomplete; resume them")
         return {name: self.features(name) for name in names}
 
+    def usable_rows(self, names=None) -> np.ndarray:
+        """Rows of structures that no model in ``names`` skipped (``skip_errors``)."""
+        names = self.feature_names() if names is None else names
+        skipped = {s["structure"] for n in names for s in self.features(n).attrs.get("skipped", [])}
+        keep = np.ones(self.n_atoms, dtype=bool)
+        table = self.group["structures"]
+        offset, n_atoms = table["offset"][:], table["n_atoms"][:]
+        for s in skipped:
+            keep[offset[s] : offset[s] + n_atoms[s]] = False
+        return np.flatnonzero(keep)
+
     def create_features(
         self, name: str, n_features: int, dtype, metadata: Mapping[str, object]
     ) -> zarr.Array:
