@@ -144,7 +144,7 @@ def ingest(args: argparse.Namespace) -> None:
 
 
 def demo(args: argparse.Namespace) -> None:
-    from fredask.demo import ch4_features, write_synthetic_store
+    from fredask.datasets import ch4_features, write_synthetic_store
 
     output = args.output
     print("1/2  scikit-matter's degenerate CH4 environments (162 rows)")
