@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from fredask.cluster import LOCAL_SCHEDULERS
+from fredask.cluster import LOCAL_SCHEDULERS, close_embedded
 from fredask.compare import GLOBAL_METRICS, reconstruction_matrix
 from fredask.splits import Split, resolve_split, stratified_split
 from fredask.store import FeatureStore, StoreError
@@ -106,7 +106,8 @@ def extract(args: argparse.Namespace) -> None:
     store = _open_or_create(args.store, args.structures)
     client = _client(args.scheduler)
     for spec in args.model:
-        options = {} if args.layer is None else {"layer": args.layer}
+        layer = int(args.layer) if args.layer and args.layer.lstrip("-").isdigit() else args.layer
+        options = {} if layer is None else {"layer": layer}
         extractor = get_extractor(spec, **options)
         start = time.perf_counter()
         report = run(
@@ -143,22 +144,47 @@ def ingest(args: argparse.Namespace) -> None:
     print(store.info())
 
 
+DEMO_MODELS = ("chgnet:0.3.0", "sevenn:7net-0", "sevenn:7net-l3i5")
+
+
 def demo(args: argparse.Namespace) -> None:
-    from fredask.datasets import ch4_features, write_synthetic_store
+    """The main job: real structures, real models, a store, the all-pairs matrices."""
+    from fredask.datasets import shipped_structures
+    from fredask.extract import get_extractor
+    from fredask.extract.runner import extract as run
+    from fredask.structures import StructureTable
 
     output = args.output
-    print("1/2  scikit-matter's degenerate CH4 environments (162 rows)")
-    for metric in GLOBAL_METRICS:
-        result = reconstruction_matrix(ch4_features(), metric, client="threads", progress=False)
-        _report(result, output, f"ch4_{metric}")
-    print(f"2/2  synthetic model zoo, {args.rows} atoms in a Zarr store, embedded LocalCluster")
-    group = write_synthetic_store(output / "synthetic.zarr", n_rows=args.rows)
-    features = dict(sorted(group["features"].arrays()))
-    for metric in GLOBAL_METRICS:
+    output.mkdir(parents=True, exist_ok=True)
+    structures = shipped_structures()
+    table = StructureTable.from_atoms(
+        structures,
+        source_file=[f"{a.info['subset']}:{a.info['name']}" for a in structures],
+        source_index=range(len(structures)),
+    )
+    path = output / "store.zarr"
+    if path.exists():
+        store = FeatureStore.open(path, mode="a")
+        store.check_fingerprints(table.fingerprint, what="the shipped structures")
+    else:
+        store = FeatureStore.create(path, table)
+    print(f"1/3  store {path}: {store.n_structures} structures, {store.n_atoms} atoms")
+    print(f"2/3  features of {', '.join(args.model)} on the embedded LocalCluster")
+    for spec in args.model:
         start = time.perf_counter()
-        result = reconstruction_matrix(features, metric)
-        print(f"{metric.upper()}: {time.perf_counter() - start:.1f} s")
-        _report(result, output, f"synthetic_{metric}")
+        report = run(store, get_extractor(spec), skip_errors=True)
+        print(
+            f"     {report.name}: {report.chunks_computed}/{report.chunks_total} chunks in "
+            f"{time.perf_counter() - start:.1f} s, {len(report.skipped)} structures skipped"
+        )
+    print(store.info())
+    print("3/3  all-pairs matrices, paper-style split stratified by subset")
+    features = store.feature_arrays([get_extractor(spec).name for spec in args.model])
+    args.split, args.seed, args.n_test = "paper", 0, min(1000, store.n_atoms // 4)
+    split = _split(args, store.n_atoms, store)
+    for metric in GLOBAL_METRICS:
+        result = reconstruction_matrix(features, metric, split=split)
+        _report(result, output, metric)
 
 
 SCHEDULER_HELP = (
@@ -183,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model spec, e.g. chgnet:0.3.0, sevenn:7net-0 (repeatable)",
     )
     p.add_argument("--store", type=Path, required=True)
-    p.add_argument("--layer", type=int, help="layer index, for models with several")
+    p.add_argument("--layer", help="layer (index, or e.g. 'readout'), for models with several")
     p.add_argument("--batch-atoms", type=int, default=512)
     p.add_argument(
         "--skip-errors",
@@ -231,8 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=Path("fredask-results"))
     p.set_defaults(func=compare)
 
-    p = sub.add_parser("demo", help="the main job")
-    p.add_argument("--rows", type=int, default=1_000_000, help="atoms of the synthetic store")
+    p = sub.add_parser("demo", help="the main job: real models over shipped structures")
+    p.add_argument("--model", action="append", help=f"model specs (default: {DEMO_MODELS})")
     p.add_argument("--output", type=Path, default=Path("fredask-results"))
     p.set_defaults(func=demo)
     return parser
@@ -240,7 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    if args.command == "demo" and not args.model:
+        args.model = list(DEMO_MODELS)
+    try:
+        args.func(args)
+    finally:
+        close_embedded()
 
 
 if __name__ == "__main__":

@@ -3,8 +3,6 @@
 * :func:`shipped_structures`: real structures from ``ase.collections`` (g2
   molecules, s22 dimers, dcdft crystals) and pymatgen's 288 AFLOW prototype
   crystals, with a ``subset`` label each;
-* :func:`ch4_features`: scikit-matter's degenerate CH4 manifold (power
-  spectrum, bispectrum; SPEC section 8) plus two non-linear views;
 * :func:`write_synthetic_store`: a synthetic "model zoo" of four models that
   share a latent description of each atom to different degrees, written chunk
   by chunk into a Zarr group (``features/<model>``).
@@ -79,20 +77,6 @@ def _repeats(atoms, min_atoms: int) -> tuple[int, int, int]:
         axis = min(range(3), key=lambda i: lengths[i] * reps[i])
         reps[axis] += 1
     return tuple(reps)
-
-
-def ch4_features() -> dict[str, np.ndarray]:
-    """Four views of scikit-matter's degenerate CH4 environments (162 rows)."""
-    from skmatter.datasets import load_degenerate_CH4_manifold
-
-    data = load_degenerate_CH4_manifold().data
-    power, bispectrum = data.SOAP_power_spectrum, data.SOAP_bispectrum
-    return {
-        "power spectrum": power,
-        "bispectrum": bispectrum,
-        "power spectrum^2": (power / power.std()) ** 2,
-        "tanh(bispectrum)": np.tanh(bispectrum / bispectrum.std()),
-    }
 
 
 def write_synthetic_store(

@@ -151,3 +151,39 @@ def test_cli_info_on_a_plain_group_is_a_clear_error(tmp_path):
     zarr.open_group(tmp_path / "plain.zarr", mode="w")
     with pytest.raises(SystemExit, match="not a fredask store"):
         cli_main(["info", str(tmp_path / "plain.zarr")])
+
+
+def test_cli_extract_with_a_real_model(tmp_path, structure_file, capsys):
+    pytest.importorskip("chgnet")
+    store = tmp_path / "s.zarr"
+    cli_main(
+        [
+            "extract",
+            str(structure_file),
+            "--model",
+            "chgnet:0.3.0",
+            "--store",
+            str(store),
+            "--scheduler",
+            "sync",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "chgnet-0.3.0: 1 of 1 chunks computed" in out
+    opened = FeatureStore.open(store)
+    values = opened.features("chgnet-0.3.0")[:]
+    assert values.shape == (opened.n_atoms, 64) and np.isfinite(values).all()
+    # the same command again finds nothing to do
+    cli_main(
+        [
+            "extract",
+            str(structure_file),
+            "--model",
+            "chgnet:0.3.0",
+            "--store",
+            str(store),
+            "--scheduler",
+            "sync",
+        ]
+    )
+    assert "chgnet-0.3.0: 0 of 1 chunks computed" in capsys.readouterr().out
