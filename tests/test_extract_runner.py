@@ -175,3 +175,43 @@ def test_model_returning_nan_is_an_error(mixed_store):
     with pytest.raises(ExtractionError, match="NaN or infinite features for structure #0"):
         extract(mixed_store, extractor, client="sync", progress=False)
     assert mixed_store.feature_names() == []
+
+
+def test_killed_worker_is_retried_and_the_store_is_exact(tmp_path, store):
+    distributed = pytest.importorskip("distributed")
+    import os
+    import signal
+    import threading
+
+    reference_table = StructureTable.from_atoms(_structures())
+    reference = FeatureStore.create(tmp_path / "ref.zarr", reference_table, chunk_rows=CHUNK_ROWS)
+    extract(reference, _embed(), client="sync", progress=False)
+
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        pids = client.run(os.getpid)
+        victim = pids[sorted(pids)[0]]
+
+        def kill_after_first_chunk():
+            _wait_for(
+                lambda: (
+                    len(store.pending_chunks("tiny-embed")) < store.n_chunks
+                    if "tiny-embed" in store.group["progress"]
+                    else False
+                )
+            )
+            os.kill(victim, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_after_first_chunk)
+        killer.start()
+        report = extract(store, _embed(delay=0.02), client=client, progress=False)
+        killer.join()
+        assert victim not in client.run(os.getpid).values()
+    assert report.chunks_computed == store.n_chunks
+    assert (
+        store.features("tiny-embed")[:].tobytes() == reference.features("tiny-embed")[:].tobytes()
+    )
