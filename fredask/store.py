@@ -160,6 +160,37 @@ class FeatureStore:
             "structure"
         )
 
+    def structures_in_rows(self, start: int, stop: int) -> list:
+        """``ase.Atoms`` of the structures with atoms in rows ``[start, stop)``.
+
+        Reads only those structures' rows of the table (not the whole table),
+        so a task's cost does not grow with the store.  Each has
+        ``info["structure_index"]`` and ``info["subset"]`` set.
+        """
+        import ase
+
+        table = self.group["structures"]
+        offset = table["offset"][:]
+        first = max(int(np.searchsorted(offset, start, side="right")) - 1, 0)
+        last = int(np.searchsorted(offset, stop - 1, side="right"))
+        n_atoms = table["n_atoms"][first:last]
+        row0, row1 = int(offset[first]), int(offset[last - 1] + n_atoms[-1])
+        numbers, positions = table["numbers"][row0:row1], table["positions"][row0:row1]
+        cells, pbcs = table["cell"][first:last], table["pbc"][first:last]
+        subsets = _read(table["subset"])[first:last] if last > first else []
+        out = []
+        for i, s in enumerate(range(first, last)):
+            lo = int(offset[s]) - row0
+            atoms = ase.Atoms(
+                numbers=numbers[lo : lo + n_atoms[i]],
+                positions=positions[lo : lo + n_atoms[i]],
+                cell=cells[i],
+                pbc=pbcs[i],
+            )
+            atoms.info.update(subset=str(subsets[i]), structure_index=s)
+            out.append(atoms)
+        return out
+
     def atom_subsets(self) -> np.ndarray:
         """The subset label of every atom (its structure's), for stratified splits."""
         table = self.group["structures"]

@@ -154,3 +154,13 @@ def test_structures_overlapping_a_row_range(table):
             if table.offset[s] < stop and table.offset[s] + table.n_atoms[s] > start
         ]
         assert list(found) == expected
+
+
+def test_structures_in_rows_reads_the_overlapping_structures(store, table, structures):
+    for start, stop in [(0, 16), (16, 32), (3, 4), (40, 64), (0, 64)]:
+        found = store.structures_in_rows(start, stop)
+        indices = list(table.structures_overlapping(start, stop))
+        assert [a.info["structure_index"] for a in found] == indices
+        for atoms, index in zip(found, indices, strict=True):
+            assert atoms == structures[index]
+            assert atoms.info["subset"] == structures[index].info["subset"]

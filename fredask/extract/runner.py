@@ -100,28 +100,23 @@ def extract_chunk(
 ) -> dict:
     """Compute and write row chunk ``index`` of features ``name`` (one task)."""
     store = FeatureStore.open(store_path, mode="a")
-    table = store.structure_table()
     start, stop = store.chunk_bounds(index)
-    wanted = table.structures_overlapping(start, stop)
+    wanted = store.structures_in_rows(start, stop)
     model, lock = _worker_extractor(key, extractor)
     array = store.features(name)
     values = np.full((stop - start, array.shape[1]), np.nan, dtype=array.dtype)
     skipped = []
-    sizes = [int(table.n_atoms[s]) for s in wanted]
-    for group in _batches(sizes, batch_atoms):
-        structures = []
-        for s in (wanted[i] for i in group):
-            atoms = table.atoms(s)
-            atoms.info["structure_index"] = s
-            structures.append(atoms)
+    row = int(store.group["structures"]["offset"][wanted[0].info["structure_index"]])
+    for group in _batches([len(a) for a in wanted], batch_atoms):
+        structures = [wanted[i] for i in group]
         with lock:
             features, skips = structure_features(model, structures, skip_errors)
         skipped += skips
         for atoms, block in zip(structures, features, strict=True):
+            first, last = row, row + len(atoms)
+            row = last
             if block is None:
                 continue
-            s = atoms.info["structure_index"]
-            first, last = int(table.offset[s]), int(table.offset[s] + table.n_atoms[s])
             lo, hi = max(first, start), min(last, stop)
             values[lo - start : hi - start] = block[lo - first : hi - first]
     store.write_chunk(name, index, values)
@@ -130,10 +125,8 @@ def extract_chunk(
 
 def probe(store_path: str, key: str, extractor: Extractor) -> tuple[int, str, dict]:
     """Number of features, dtype and metadata, from the first structure."""
-    table = FeatureStore.open(store_path).structure_table()
+    atoms = FeatureStore.open(store_path).structures_in_rows(0, 1)[0]
     model, lock = _worker_extractor(key, extractor)
-    atoms = table.atoms(0)
-    atoms.info["structure_index"] = 0
     with lock:
         values = model.atom_features([atoms])[0]
         metadata = model.metadata()
