@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -158,7 +159,10 @@ class CHGNetExtractor(Extractor):
     def _features(self, structures: Sequence) -> list[np.ndarray]:
         import torch
 
-        graphs = [self._graph(atoms, index) for index, atoms in enumerate(structures)]
+        with warnings.catch_warnings():
+            # pymatgen warns about noble gases' missing electronegativity, once per element
+            warnings.filterwarnings("ignore", message="No Pauling electronegativity")
+            graphs = [self._graph(atoms, index) for index, atoms in enumerate(structures)]
         out: list[np.ndarray] = []
         for group in _batches(structures, self.batch_atoms):
             batch = [graphs[i] for i in group]
