@@ -7,6 +7,11 @@ the data, ``U^T Y = U_F^T F[:, b]``, and the residual sum of squares of any
 linear map ``M`` over the concatenated columns is ``||F M||^2``.  The
 arithmetic mirrors scikit-matter's ``Ridge2FoldCV._2fold_cv`` and
 ``OrthogonalRegression`` step by step.
+
+:func:`ridge_2fold_batched` fits ``B`` independent problems of equal shapes
+(the local error's neighbourhoods) with stacked SVDs and products of the array
+module ``xp`` (numpy or cupy); :func:`ridge_2fold`, the global engine's
+solver, is its ``B = 1`` case.
 """
 
 from __future__ import annotations
@@ -221,7 +226,7 @@ def ridge_2fold_batched(
     cv_values = (loss_1_to_2 + loss_2_to_1) / 2
     # equal grid values tie exactly, whatever the batched products do
     grid = np.asarray(settings.alphas)
-    cv_values = cv_values[:, (grid[:, None] == grid[None, :]).argmax(axis=1)]
+    cv_values = cv_values[:, xp.asarray((grid[:, None] == grid[None, :]).argmax(axis=1))]
 
     best = xp.argmax(cv_values, axis=1)
     best_alpha = xp.take_along_axis(scaled_alphas, best[:, None], axis=1)
