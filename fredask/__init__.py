@@ -3,8 +3,10 @@
 from fredask.metrics import (
     global_reconstruction_distortion,
     global_reconstruction_error,
+    local_reconstruction_error,
     pointwise_global_reconstruction_distortion,
     pointwise_global_reconstruction_error,
+    pointwise_local_reconstruction_error,
 )
 from fredask.settings import RidgeSettings, ScalerSettings
 from fredask.splits import Split, resolve_split, stratified_split
@@ -17,8 +19,10 @@ __all__ = [
     "Split",
     "global_reconstruction_distortion",
     "global_reconstruction_error",
+    "local_reconstruction_error",
     "pointwise_global_reconstruction_distortion",
     "pointwise_global_reconstruction_error",
+    "pointwise_local_reconstruction_error",
     "resolve_split",
     "stratified_split",
 ]

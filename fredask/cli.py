@@ -12,7 +12,7 @@ import numpy as np
 import zarr
 
 from fredask.cluster import LOCAL_SCHEDULERS, close_embedded
-from fredask.compare import GLOBAL_METRICS, reconstruction_matrix
+from fredask.compare import METRICS, reconstruction_matrix
 from fredask.splits import Split, resolve_split, stratified_split
 from fredask.store import FeatureStore, StoreError
 
@@ -68,7 +68,12 @@ def compare(args: argparse.Namespace) -> None:
     for metric in args.metric:
         start = time.perf_counter()
         result = reconstruction_matrix(
-            features, metric, split=split, method=args.method, client=client
+            features,
+            metric,
+            split=split,
+            method=args.method,
+            client=client,
+            n_local_points=args.n_local_points,
         )
         print(f"{metric.upper()} of {len(features)} models in {time.perf_counter() - start:.1f} s")
         _report(result, args.output, metric)
@@ -182,7 +187,7 @@ def demo(args: argparse.Namespace) -> None:
     features = store.feature_arrays([get_extractor(spec).name for spec in args.model])
     args.split, args.seed, args.n_test = "paper", 0, min(1000, store.n_atoms // 4)
     split = _split(args, store.n_atoms, store)
-    for metric in GLOBAL_METRICS:
+    for metric in METRICS:
         result = reconstruction_matrix(features, metric, split=split)
         _report(result, output, metric)
 
@@ -238,7 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="all-pairs errors of the models in a store")
     p.add_argument("store", type=Path, help="fredask store (or Zarr group with features/)")
-    p.add_argument("--metric", nargs="+", choices=GLOBAL_METRICS, default=["gfre"])
+    p.add_argument("--metric", nargs="+", choices=METRICS, default=["gfre"])
+    p.add_argument(
+        "--n-local-points", type=int, help="LFRE neighbours (default: min(p, q) per pair)"
+    )
     p.add_argument(
         "--method",
         choices=("qr", "gram"),

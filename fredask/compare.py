@@ -14,11 +14,13 @@ import pandas as pd
 from fredask.cluster import resolve_client
 from fredask.engine import fit_global
 from fredask.features import as_feature_set
+from fredask.local import local_errors
 from fredask.plotting import heatmap
 from fredask.settings import RidgeSettings, ScalerSettings
 from fredask.splits import Split, resolve_split
 
 GLOBAL_METRICS = ("gfre", "gfrd")
+METRICS = (*GLOBAL_METRICS, "lfre")
 
 
 @dataclass(frozen=True)
@@ -28,12 +30,13 @@ class ReconstructionMatrix:
     Attributes
     ----------
     metric : str
-        ``"gfre"`` or ``"gfrd"``.
+        ``"gfre"``, ``"gfrd"`` or ``"lfre"``.
     matrix : pandas.DataFrame
         ``matrix.loc[source, target]``: error of reconstructing ``target`` from
         ``source``.
     alphas : pandas.DataFrame
-        The chosen (unscaled) regularisation of each pair, same layout.
+        The chosen (unscaled) regularisation of each pair, same layout (NaN
+        for the LFRE, which chooses one per test row).
     split : Split
         The train/test rows used for every pair.
     method : str
@@ -104,6 +107,7 @@ def reconstruction_matrix(
     scaler=None,
     estimator=None,
     method: str = "qr",
+    n_local_points=None,
     client=None,
     progress: bool = True,
 ) -> ReconstructionMatrix:
@@ -114,15 +118,19 @@ def reconstruction_matrix(
     features : mapping of str to array-like
         Per-model ``(n_rows, n_features)`` arrays (numpy, Dask, Zarr), rows
         aligned across models.
-    metric : {"gfre", "gfrd"}
-        Global reconstruction error or distortion.
+    metric : {"gfre", "gfrd", "lfre"}
+        Global reconstruction error or distortion, or local reconstruction
+        error.
     split : Split, optional
         Train/test rows (e.g. from :func:`fredask.stratified_split`); else
         ``train_idx``/``test_idx`` or scikit-matter's default split.
     scaler, estimator : optional
         As in :mod:`fredask.metrics`.
     method : {"qr", "gram"}
-        Exact or fast statistics.
+        Exact or fast statistics (global metrics).
+    n_local_points : int, callable (p, q) -> int, or None
+        Neighbours of the LFRE; ``None``: ``min(p, q)`` per pair, as in the
+        paper.  The neighbour search is shared by all pairs with one source.
     client : distributed.Client, "threads" or "sync", optional
         Default: the active client, else the embedded LocalCluster.
     progress : bool
@@ -132,34 +140,33 @@ def reconstruction_matrix(
     -------
     ReconstructionMatrix
     """
-    if metric not in GLOBAL_METRICS:
-        raise ValueError(f"metric must be one of {GLOBAL_METRICS}, got {metric!r}")
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     feature_set = as_feature_set(features)
     if split is None:
         split = resolve_split(feature_set.n_rows, train_idx=train_idx, test_idx=test_idx)
     elif train_idx is not None or test_idx is not None:
         raise ValueError("give either split or train_idx/test_idx, not both")
     names = feature_set.names
-    fit = fit_global(
-        feature_set,
-        split,
-        list(product(names, names)),
-        ridge=RidgeSettings.from_estimator(estimator),
-        scaler=ScalerSettings.from_scaler(scaler),
-        method=method,
-        distortion=metric == "gfrd",
-        scheduler=resolve_client(client),
-        progress=progress,
-    )
-    value = {"gfre": "gfre", "gfrd": "gfrd"}[metric]
-    matrix = pd.DataFrame(
-        [[getattr(fit.pairs[(s, t)], value) for t in names] for s in names],
-        index=pd.Index(names, name="source"),
-        columns=pd.Index(names, name="target"),
-    )
-    alphas = pd.DataFrame(
-        [[fit.pairs[(s, t)].ridge.alpha for t in names] for s in names],
-        index=matrix.index,
-        columns=matrix.columns,
-    )
+    pairs = list(product(names, names))
+    settings = {
+        "ridge": RidgeSettings.from_estimator(estimator),
+        "scaler": ScalerSettings.from_scaler(scaler),
+        "scheduler": resolve_client(client),
+        "progress": progress,
+    }
+    if metric == "lfre":
+        errors = local_errors(feature_set, split, pairs, n_local_points, **settings)
+        values = {pair: float(np.sqrt(np.mean(e**2))) for pair, e in errors.items()}
+        chosen = dict.fromkeys(pairs, float("nan"))  # one alpha per test row
+    else:
+        fit = fit_global(
+            feature_set, split, pairs, method=method, distortion=metric == "gfrd", **settings
+        )
+        values = {pair: getattr(result, metric) for pair, result in fit.pairs.items()}
+        chosen = {pair: result.ridge.alpha for pair, result in fit.pairs.items()}
+    index = pd.Index(names, name="source")
+    columns = pd.Index(names, name="target")
+    matrix = pd.DataFrame([[values[(s, t)] for t in names] for s in names], index, columns)
+    alphas = pd.DataFrame([[chosen[(s, t)] for t in names] for s in names], index, columns)
     return ReconstructionMatrix(metric, matrix, alphas, split, method)

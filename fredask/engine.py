@@ -21,7 +21,14 @@ from fredask.passes import pointwise_norms, subset_statistics
 from fredask.settings import RidgeSettings, ScalerSettings
 from fredask.solvers import RidgeFit, SubsetFactor, procrustes_difference, ridge_2fold, rms_of_map
 from fredask.splits import FOLD1, FOLD2, TEST, Split, row_labels
-from fredask.statistics import METHODS, Moments, column_sum_squares, factor_about, merge_moments
+from fredask.statistics import (
+    METHODS,
+    Moments,
+    column_sum_squares,
+    factor_about,
+    merge_moments,
+    to_host,
+)
 
 Pair = tuple[str, str]
 
@@ -93,7 +100,7 @@ class GlobalFit:
         return norms[np.searchsorted(sorted_test, self.split.test_idx)]
 
 
-def _scaling(
+def fit_scaling(
     train: Moments, features: FeatureSet, scaler: ScalerSettings, method: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centre and per-column scale fitted on the train rows (StandardFlexibleScaler)."""
@@ -175,9 +182,11 @@ def fit_global(
         features.columns(source), features.columns(target)
     labels = row_labels(features.n_rows, split, ridge.random_state, ridge.shuffle)
     moments = subset_statistics(features, labels, method, scheduler, progress=progress)
-    moments = [_to_numpy(m) for m in moments]
+    moments = [to_host(m) for m in moments]
+    if any(m is None for m in moments):
+        raise ValueError("a fold or the test set has no rows")
     train = merge_moments(moments[FOLD1 : FOLD2 + 1], method, np)
-    centre, scale = _scaling(train, features, scaler, method)
+    centre, scale = fit_scaling(train, features, scaler, method)
     factors = {
         subset: factor_about(m, centre, method, np) / scale
         for subset, m in zip((FOLD1, FOLD2, TEST), moments, strict=True)
@@ -219,12 +228,3 @@ def fit_global(
             gfrd=gfrd,
         )
     return result
-
-
-def _to_numpy(moments: Moments | None) -> Moments:
-    if moments is None:
-        raise ValueError("a fold or the test set has no rows")
-    to_host = getattr(moments.mean, "get", None)
-    if to_host is None:
-        return moments
-    return Moments(moments.count, moments.mean.get(), moments.scatter.get())

@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 METRIC_TITLES = {
     "gfre": "Global feature reconstruction error (GFRE)",
     "gfrd": "Global feature reconstruction distortion (GFRD)",
+    "lfre": "Local feature reconstruction error (LFRE)",
 }
 
 

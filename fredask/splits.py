@@ -77,7 +77,7 @@ def _as_index_array(name: str, idx, n_rows: int) -> np.ndarray:
     return arr
 
 
-def resolve_split(n_rows: int, train_idx=None, test_idx=None) -> Split:
+def resolve_split(n_rows: int, train_idx=None, test_idx=None, allow_overlap: bool = False) -> Split:
     """Train and test rows as scikit-matter chooses them.
 
     With neither given, a seeded 50/50 permutation split (test gets
@@ -89,6 +89,9 @@ def resolve_split(n_rows: int, train_idx=None, test_idx=None) -> Split:
         Number of rows of the data.
     train_idx, test_idx : array-like of int or bool, optional
         Row indices (negative indices count from the end) or boolean masks.
+    allow_overlap : bool
+        Let test rows also be train rows (only the local measures support
+        it; scikit-matter's SPEC example tests on all rows).
 
     Returns
     -------
@@ -111,9 +114,10 @@ def resolve_split(n_rows: int, train_idx=None, test_idx=None) -> Split:
     elif test_idx is None:
         test = np.setdiff1d(np.arange(n_rows), train)
     overlap = np.intersect1d(train, test)
-    if overlap.size:
+    if overlap.size and not allow_overlap:
         raise ValueError(
-            f"train_idx and test_idx overlap in {overlap.size} rows (first: {overlap[0]})"
+            f"train_idx and test_idx overlap in {overlap.size} rows (first: {overlap[0]}); "
+            "test rows must not be train rows"
         )
     if train.size < 2:
         raise ValueError(f"need at least 2 train rows for two folds, got {train.size}")

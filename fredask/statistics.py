@@ -118,3 +118,10 @@ def column_sum_squares(moments: Moments, method: str, xp):
     if method == "qr":
         return (moments.scatter**2).sum(axis=0)
     return xp.diagonal(moments.scatter).copy()
+
+
+def to_host(moments: Moments | None) -> Moments | None:
+    """The same moments as numpy arrays (from cupy ones, where needed)."""
+    if moments is None or getattr(moments.mean, "get", None) is None:
+        return moments
+    return Moments(moments.count, moments.mean.get(), moments.scatter.get())

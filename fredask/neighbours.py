@@ -1,0 +1,162 @@
+"""Streamed k-nearest-neighbour search among train rows, and row gathering.
+
+For every test row, the ``k`` train rows nearest in the scaled source space
+(squared Euclidean distance computed as scikit-matter does,
+``|t|^2 + |c|^2 - 2 t.c``), ordered by (distance, row index) so exact ties are
+deterministic.  One pass over the chunks: per chunk one GEMM of the test rows
+against the chunk's train rows (in blocks of :data:`BLOCK_ROWS` rows), the
+``k`` best per test row kept, and the partial lists merged in a Dask tree.
+Memory is bounded by ``n_test x (k + BLOCK_ROWS)``, not by the train size.
+"""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+from toolz import partition_all
+
+from fredask.cluster import Scheduler, compute
+from fredask.features import FeatureSet
+from fredask.passes import check_finite
+from fredask.splits import FOLD1, FOLD2
+
+#: Train rows per distance block inside a chunk.
+BLOCK_ROWS = 4096
+
+
+def smallest_k(distances, rows, k: int, xp):
+    """The ``k`` smallest entries of each row of ``distances``, by (distance, row index).
+
+    Parameters
+    ----------
+    distances : array, shape (n_test, m)
+    rows : array of int, shape (n_test, m) or (m,)
+        Row indices of the candidates.
+    k : int
+
+    Returns
+    -------
+    (distances, rows) each of shape (n_test, min(k, m)), sorted.
+    """
+    rows = xp.broadcast_to(rows, distances.shape)
+    if distances.shape[1] > k:
+        # candidates: everything strictly below the k-th value, then ties by row index
+        kth = xp.partition(distances, k - 1, axis=1)[:, k - 1 : k]
+        below = distances < kth
+        tied = distances == kth
+        need = k - below.sum(axis=1, keepdims=True)
+        order = xp.argsort(xp.where(tied, rows, xp.iinfo(rows.dtype).max), axis=1)
+        rank = xp.empty_like(order)
+        xp.put_along_axis(rank, order, xp.arange(order.shape[1])[None, :], axis=1)
+        keep = below | (tied & (rank < need))
+        distances = distances[keep].reshape(len(distances), k)
+        rows = rows[keep].reshape(len(rows), k)
+    order = xp.lexsort((rows, distances), axis=-1)
+    return xp.take_along_axis(distances, order, axis=1), xp.take_along_axis(rows, order, axis=1)
+
+
+def merge_neighbours(parts, k: int, xp):
+    """Merge partial ``(distances, rows)`` lists into the ``k`` best."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    distances = xp.concatenate([p[0] for p in parts], axis=1)
+    rows = xp.concatenate([p[1] for p in parts], axis=1)
+    return smallest_k(distances, rows, k, xp)
+
+
+def neighbour_kernel(labels, block, *, name, offset, test, test_sq, centre, scale, k, xp):
+    """The ``k`` nearest train rows of this chunk for every test row."""
+    labels = xp.asarray(labels)
+    train = (labels == FOLD1) | (labels == FOLD2)
+    check_finite([block], train, [name], offset, xp)
+    local = xp.flatnonzero(train)
+    best = None
+    for lo in range(0, local.shape[0], BLOCK_ROWS):
+        sel = local[lo : lo + BLOCK_ROWS]
+        c = (xp.asarray(block[sel], dtype=xp.float64) - centre) / scale
+        distances = (c**2).sum(axis=1)[None, :] + test_sq[:, None] - 2 * test @ c.T
+        found = smallest_k(distances, (sel + offset).astype(xp.int64), k, xp)
+        best = found if best is None else merge_neighbours([best, found], k, xp)
+    return best
+
+
+def nearest_train_rows(
+    features: FeatureSet,
+    labels: np.ndarray,
+    source: str,
+    test: np.ndarray,
+    centre: np.ndarray,
+    scale: np.ndarray,
+    k: int,
+    scheduler: Scheduler,
+    xp=np,
+    split_every: int = 8,
+    progress: bool = False,
+):
+    """The ``k`` nearest train rows of each test row, in the scaled space of ``source``.
+
+    Parameters
+    ----------
+    test : array, shape (n_test, p)
+        The test rows of ``source``, already centred and scaled.
+    centre, scale : arrays, shape (p,)
+        The train centre and scale of ``source``.
+
+    Returns
+    -------
+    distances : numpy.ndarray, shape (n_test, k)
+    rows : numpy.ndarray of int64, shape (n_test, k)
+        Sorted by (distance, row index).
+    """
+    array = features.arrays[features.names.index(source)]
+    blocks = array.to_delayed()[:, 0]
+    test_sq = (test**2).sum(axis=1)
+    kernel = dask.delayed(neighbour_kernel, pure=True)
+    parts, start = [], 0
+    for block, size in zip(blocks, features.row_chunks, strict=True):
+        chunk_labels = labels[start : start + size]
+        if ((chunk_labels == FOLD1) | (chunk_labels == FOLD2)).any():
+            parts.append(
+                kernel(
+                    chunk_labels,
+                    block,
+                    name=source,
+                    offset=start,
+                    test=test,
+                    test_sq=test_sq,
+                    centre=centre,
+                    scale=scale,
+                    k=k,
+                    xp=xp,
+                )
+            )
+        start += size
+    merge = dask.delayed(merge_neighbours, pure=True)
+    while len(parts) > 1:
+        parts = [merge(list(group), k, xp) for group in partition_all(split_every, parts)]
+    return compute(parts[0], scheduler, progress)
+
+
+def gather_kernel(block_list, rows, xp):
+    """Rows ``rows`` (chunk-local) of each block, as float64."""
+    return [xp.asarray(b[rows], dtype=xp.float64) for b in block_list]
+
+
+def gather_rows_pass(
+    features: FeatureSet, rows: np.ndarray, scheduler: Scheduler, xp=np, progress: bool = False
+) -> dict[str, np.ndarray]:
+    """The given rows (sorted, unique) of every model, reading only chunks that hold them."""
+    blocks = [a.to_delayed()[:, 0] for a in features.arrays]
+    bounds = np.concatenate([[0], np.cumsum(features.row_chunks)])
+    kernel = dask.delayed(gather_kernel, pure=True)
+    parts = []
+    for i in range(len(features.row_chunks)):
+        lo, hi = np.searchsorted(rows, bounds[i : i + 2])
+        if hi > lo:
+            parts.append(kernel([b[i] for b in blocks], rows[lo:hi] - bounds[i], xp))
+    gathered = compute(parts, scheduler, progress)
+    return {
+        name: np.concatenate([part[m] for part in gathered])
+        for m, name in enumerate(features.names)
+    }
