@@ -96,7 +96,7 @@ def compute(obj, scheduler: Scheduler, progress: bool = False):
                 return dask.compute(obj, scheduler=scheduler)[0]
             with ProgressBar():
                 return dask.compute(obj, scheduler=scheduler)[0]
-    future = scheduler.compute(obj)
+    futures = scheduler.compute(obj)  # a future, or a list of them for a list
     if progress:
-        distributed.progress(future, scheduler=scheduler.scheduler.address)
-    return future.result()
+        distributed.progress(futures, scheduler=scheduler.scheduler.address)
+    return scheduler.gather(futures)

@@ -140,3 +140,22 @@ def test_cli_refuses_a_group_without_features(tmp_path):
     zarr.open_group(tmp_path / "empty.zarr", mode="w")
     with pytest.raises(SystemExit, match="no 'features' group"):
         cli_main(["compare", str(tmp_path / "empty.zarr")])
+
+
+def test_pointwise_and_local_passes_on_a_distributed_client(models):
+    distributed = pytest.importorskip("distributed")
+    a, b = models["a"], models["d"]
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        pointwise = metrics.pointwise_global_reconstruction_error(a, b, client=client)
+        local = reconstruction_matrix(
+            {"a": a, "d": b}, "lfre", client=client, progress=False
+        ).matrix.loc["a", "d"]
+    np.testing.assert_allclose(
+        pointwise, metrics.pointwise_global_reconstruction_error(a, b), rtol=1e-12
+    )
+    assert local == pytest.approx(metrics.local_reconstruction_error(a, b, 5), rel=1e-12)
