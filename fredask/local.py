@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import dask
 import numpy as np
 
-from fredask.cluster import Scheduler
+from fredask.cluster import Scheduler, compute
 from fredask.engine import Pair, fit_scaling
 from fredask.features import FeatureSet
 from fredask.neighbours import gather_rows_pass, nearest_train_rows
@@ -28,6 +29,8 @@ from fredask.splits import FOLD1, FOLD2, Split, fold_positions, row_labels
 from fredask.statistics import merge_moments, to_host
 
 NeighbourCount = int | Callable[[int, int], int] | None
+#: Test rows per local-fit task.
+FIT_BLOCK_ROWS = 128
 
 
 def neighbour_count(n_local_points: NeighbourCount, p: int, q: int) -> int:
@@ -118,17 +121,42 @@ def local_errors(
     pool = gather_rows_pass(features, needed, scheduler, progress=progress)
     pool = {name: scaled(name, values) for name, values in pool.items()}
 
-    order = np.searchsorted(test_rows, split.test_idx)
-    out = {}
+    # the local fits run as Dask tasks over blocks of test rows: each pool array
+    # travels once per worker, and BLAS runs single-threaded next to the others
+    pool = {name: dask.delayed(values, pure=True) for name, values in pool.items()}
+    fit = dask.delayed(_block_errors, pure=True)
+    tasks = {}
     for (source, target), k in ks.items():
         index = np.searchsorted(needed, neighbours[source][:, :k])
         dtype = features.dtypes[features.names.index(source)]
         eps = float(np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps)
-        errors = local_fit_errors(
-            pool[source][index], pool[target][index], test[source], test[target], ridge, eps, xp
-        )
-        out[(source, target)] = errors[order]
-    return out
+        tasks[(source, target)] = [
+            fit(
+                pool[source],
+                pool[target],
+                index[block],
+                test[source][block],
+                test[target][block],
+                ridge,
+                eps,
+                xp,
+            )
+            for block in _blocks(index.shape[0], FIT_BLOCK_ROWS)
+        ]
+    results = compute(list(tasks.values()), scheduler, progress)
+    order = np.searchsorted(test_rows, split.test_idx)
+    return {
+        pair: np.concatenate(blocks)[order] for pair, blocks in zip(tasks, results, strict=True)
+    }
+
+
+def _blocks(n: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _block_errors(pool_x, pool_y, index, x_test, y_test, ridge, eps, xp):
+    """:func:`local_fit_errors` of one block of test rows, gathering from the pools."""
+    return local_fit_errors(pool_x[index], pool_y[index], x_test, y_test, ridge, eps, xp)
 
 
 def local_fit_errors(
