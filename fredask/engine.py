@@ -132,10 +132,9 @@ def fit_scaling(
     return centre, scale
 
 
-def _rcond(features: FeatureSet, source: str, n_train: int) -> float:
-    dtype = features.dtypes[features.names.index(source)]
-    eps = np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps
-    return max(n_train, features.widths[features.names.index(source)]) * float(eps)
+def _rcond(features: FeatureSet, source: str, n_train: int, ridge: RidgeSettings) -> float:
+    index = features.names.index(source)
+    return max(n_train, features.widths[index]) * ridge.eps(features.dtypes[index])
 
 
 def fit_global(
@@ -209,7 +208,11 @@ def fit_global(
             for k in (FOLD1, FOLD2, "train")
         }
         fit = ridge_2fold(
-            sub[FOLD1], sub[FOLD2], sub["train"], ridge, _rcond(features, source, train.count)
+            sub[FOLD1],
+            sub[FOLD2],
+            sub["train"],
+            ridge,
+            _rcond(features, source, train.count, ridge),
         )
         error_map = np.zeros((n_cols, b.stop - b.start))
         error_map[b] += np.eye(b.stop - b.start)

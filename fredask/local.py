@@ -128,8 +128,7 @@ def local_errors(
     tasks = {}
     for (source, target), k in ks.items():
         index = np.searchsorted(needed, neighbours[source][:, :k])
-        dtype = features.dtypes[features.names.index(source)]
-        eps = float(np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps)
+        eps = ridge.eps(features.dtypes[features.names.index(source)])
         tasks[(source, target)] = [
             fit(
                 pool[source],

@@ -43,6 +43,13 @@ class RidgeSettings:
     scoring : {"neg_root_mean_squared_error", "neg_mean_squared_error"} or None
         Cross-validation score (``None`` means mean squared error, as in
         scikit-matter).
+    precision : {"input", "float64"}
+        Whose machine epsilon sets the fold truncation ``max(n, p) * eps``:
+        the input dtype's, as scikit-matter (default), or float64's.  fredask
+        always computes in float64; with float32 features, ``"float64"``
+        treats them as the exact numbers they are, where ``"input"`` drops
+        fold singular values below float32 precision, which in small local
+        neighbourhoods can leave noise-level directions in the final fit.
     """
 
     alphas: np.ndarray = field(default_factory=_default_alphas)
@@ -51,6 +58,7 @@ class RidgeSettings:
     random_state: int | np.random.RandomState | None = SKMATTER_SEED
     shuffle: bool = True
     scoring: str | None = "neg_root_mean_squared_error"
+    precision: str = "input"
 
     def __post_init__(self):
         alphas = np.atleast_1d(np.asarray(self.alphas, dtype=np.float64))
@@ -73,6 +81,8 @@ class RidgeSettings:
             )
         if self.scoring is not None and self.scoring not in SCORINGS:
             raise ValueError(f"scoring {self.scoring!r} is not supported; use one of {SCORINGS}")
+        if self.precision not in ("input", "float64"):
+            raise ValueError(f"precision must be 'input' or 'float64', got {self.precision!r}")
         if not isinstance(self.shuffle, bool):
             raise TypeError(f"shuffle must be True or False; got {self.shuffle!r}")
 
@@ -90,7 +100,15 @@ class RidgeSettings:
             )
         if getattr(estimator, "cv", None) is not None:
             raise ValueError("Ridge2FoldCV with a custom cv is not supported; leave cv=None")
-        return cls(**{f.name: getattr(estimator, f.name) for f in fields(cls)})
+        names = [f.name for f in fields(cls) if f.name != "precision"]
+        return cls(**{name: getattr(estimator, name) for name in names})
+
+    def eps(self, dtype) -> float:
+        """Machine epsilon for the fold truncation of features of ``dtype``."""
+        dtype = np.dtype(dtype)
+        if self.precision == "float64" or not np.issubdtype(dtype, np.floating):
+            dtype = np.dtype(np.float64)
+        return float(np.finfo(dtype).eps)
 
 
 @dataclass(frozen=True)

@@ -197,3 +197,20 @@ def test_smooth_target_error_falls_as_neighbourhoods_shrink(big_smooth):
     errors = [metrics.local_reconstruction_error(x, y, k, test_idx=test) for k in (400, 50, 8)]
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 0.05 * errors[0]
+
+
+@pytest.mark.parametrize("measure", ["local", "global"])
+def test_float64_precision_treats_float32_features_as_exact(make_features, measure):
+    from fredask import RidgeSettings
+
+    X, Y = make_features(200, 8, 6, seed=12, dtype=np.float32)
+    exact = RidgeSettings(precision="float64")
+    if measure == "local":
+        got = metrics.local_reconstruction_error(X, Y, 9, estimator=exact)
+        expected = skm.local_reconstruction_error(X.astype(float), Y.astype(float), 9)
+    else:
+        got = metrics.global_reconstruction_error(X, Y, estimator=exact)
+        expected = skm.global_reconstruction_error(X.astype(float), Y.astype(float))
+    assert got == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="precision must be"):
+        RidgeSettings(precision="float16")
