@@ -75,6 +75,7 @@ def compare(args: argparse.Namespace) -> None:
             method=args.method,
             client=client,
             n_local_points=args.n_local_points,
+            estimator=RidgeSettings(precision=args.precision),
         )
         print(f"{metric.upper()} of {len(features)} models in {time.perf_counter() - start:.1f} s")
         _report(result, args.output, metric)
@@ -251,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", nargs="+", choices=METRICS, default=["gfre"])
     p.add_argument(
         "--n-local-points", type=int, help="LFRE neighbours (default: min(p, q) per pair)"
+    )
+    p.add_argument(
+        "--precision",
+        choices=("input", "float64"),
+        default="input",
+        help="epsilon of the fold truncation: the input dtype's (scikit-matter's rule) "
+        "or float64's (float32 features taken as exact)",
     )
     p.add_argument(
         "--method",
