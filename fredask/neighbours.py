@@ -40,19 +40,30 @@ def smallest_k(distances, rows, k: int, xp):
     """
     rows = xp.broadcast_to(rows, distances.shape)
     if distances.shape[1] > k:
-        # candidates: everything strictly below the k-th value, then ties by row index
-        kth = xp.partition(distances, k - 1, axis=1)[:, k - 1 : k]
-        below = distances < kth
-        tied = distances == kth
-        need = k - below.sum(axis=1, keepdims=True)
-        order = xp.argsort(xp.where(tied, rows, xp.iinfo(rows.dtype).max), axis=1)
-        rank = xp.empty_like(order)
-        xp.put_along_axis(rank, order, xp.arange(order.shape[1])[None, :], axis=1)
-        keep = below | (tied & (rank < need))
-        distances = distances[keep].reshape(len(distances), k)
-        rows = rows[keep].reshape(len(rows), k)
+        candidates = xp.argpartition(distances, k - 1, axis=1)[:, :k]
+        kth = xp.take_along_axis(distances, candidates, axis=1).max(axis=1, keepdims=True)
+        ambiguous = xp.flatnonzero((distances <= kth).sum(axis=1) > k)
+        picked_d = xp.take_along_axis(distances, candidates, axis=1)
+        picked_r = xp.take_along_axis(rows, candidates, axis=1)
+        if ambiguous.size:  # ties straddle the k-th place: keep the lowest row indices
+            picked_d[ambiguous], picked_r[ambiguous] = _smallest_k_with_ties(
+                distances[ambiguous], rows[ambiguous], kth[ambiguous], k, xp
+            )
+        distances, rows = picked_d, picked_r
     order = xp.lexsort((rows, distances), axis=-1)
     return xp.take_along_axis(distances, order, axis=1), xp.take_along_axis(rows, order, axis=1)
+
+
+def _smallest_k_with_ties(distances, rows, kth, k: int, xp):
+    """Exactly ``k`` entries per row: all below ``kth``, then tied ones by row index."""
+    below = distances < kth
+    tied = distances == kth
+    need = k - below.sum(axis=1, keepdims=True)
+    order = xp.argsort(xp.where(tied, rows, xp.iinfo(rows.dtype).max), axis=1)
+    rank = xp.empty_like(order)
+    xp.put_along_axis(rank, order, xp.arange(order.shape[1])[None, :], axis=1)
+    keep = below | (tied & (rank < need))
+    return distances[keep].reshape(len(distances), k), rows[keep].reshape(len(rows), k)
 
 
 def merge_neighbours(parts, k: int, xp):

@@ -214,3 +214,24 @@ def test_float64_precision_treats_float32_features_as_exact(make_features, measu
     assert got == pytest.approx(expected, rel=1e-9)
     with pytest.raises(ValueError, match="precision must be"):
         RidgeSettings(precision="float16")
+
+
+def test_smallest_k_orders_exact_ties_by_row_index():
+    from fredask.neighbours import merge_neighbours, smallest_k
+
+    rng = np.random.default_rng(13)
+    for _ in range(100):
+        m, k = int(rng.integers(5, 60)), int(rng.integers(1, 40))
+        distances = rng.integers(0, 6, size=(7, m)).astype(float)  # many exact ties
+        rows = rng.permutation(1000)[:m]
+        got_d, got_r = smallest_k(distances, rows, k, np)
+        halves = [
+            smallest_k(distances[:, s], rows[s], k, np)
+            for s in (slice(0, m // 2), slice(m // 2, m))
+        ]
+        merged_d, merged_r = merge_neighbours(halves, k, np)
+        for i in range(7):
+            expected = sorted(zip(distances[i], rows, strict=True))[:k]
+            assert list(got_d[i]) == [d for d, _ in expected]
+            assert list(got_r[i]) == [r for _, r in expected]
+            assert list(merged_r[i]) == [r for _, r in expected]
