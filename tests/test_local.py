@@ -230,6 +230,7 @@ def test_smallest_k_orders_exact_ties_by_row_index():
             for s in (slice(0, m // 2), slice(m // 2, m))
         ]
         merged_d, merged_r = merge_neighbours(halves, k, np)
+        np.testing.assert_array_equal(merged_d, got_d)
         for i in range(7):
             expected = sorted(zip(distances[i], rows, strict=True))[:k]
             assert list(got_d[i]) == [d for d, _ in expected]
