@@ -664,12 +664,14 @@ def report(results: list[dict], context: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(markdown: str, results: list[dict], context: dict) -> None:
+def write_results(
+    markdown: str, results: list[dict], context: dict, name: str = "gfre_matrix"
+) -> None:
     """Write the markdown report and the raw numbers under ``benchmarks/results``."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "gfre_matrix.md").write_text(markdown)
+    (RESULTS_DIR / f"{name}.md").write_text(markdown)
     raw = {"context": context, "results": results}
-    (RESULTS_DIR / "gfre_matrix.json").write_text(json.dumps(raw, indent=2) + "\n")
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(raw, indent=2) + "\n")
 
 
 # -------------------------------------------------------------------------- main

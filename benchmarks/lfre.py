@@ -84,6 +84,7 @@ from gfre_matrix import (
     reset_peak_rss,
     store_path,
     task_activity,
+    write_results,
 )
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -700,14 +701,6 @@ def report(results: list[dict], context: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(markdown: str, results: list[dict], context: dict) -> None:
-    """Write the markdown report and the raw numbers under ``benchmarks/results``."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "lfre.md").write_text(markdown)
-    raw = {"context": context, "results": results}
-    (RESULTS_DIR / "lfre.json").write_text(json.dumps(raw, indent=2) + "\n")
-
-
 # -------------------------------------------------------------------------- main
 
 
@@ -812,7 +805,7 @@ def main(argv=None) -> None:
     context["client_lifetime_peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     markdown = report(results, context)
     print(markdown)
-    write_results(markdown, results, context)
+    write_results(markdown, results, context, name="lfre")
 
 
 if __name__ == "__main__":
