@@ -50,7 +50,6 @@ import argparse
 import contextlib
 import functools
 import hashlib
-import json
 import multiprocessing
 import os
 import resource
@@ -69,7 +68,6 @@ from gfre_matrix import (
     DATA_DIR,
     MIB,
     N_FEATURES,
-    RESULTS_DIR,
     Run,
     current_rss,
     directory_size,
