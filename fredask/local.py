@@ -13,6 +13,7 @@ all local fits of a pair solved as one batched computation.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 
 import dask
@@ -123,7 +124,12 @@ def local_errors(
 
     # the local fits run as Dask tasks over blocks of test rows: each pool array
     # travels once per worker, and BLAS runs single-threaded next to the others
-    pool = {name: dask.delayed(values, pure=True) for name, values in pool.items()}
+    if isinstance(scheduler, str):
+        share = functools.partial(dask.delayed, pure=True)
+    else:  # send each array to the cluster once, not inside the task graph
+        share = scheduler.scatter
+    pool = {name: share(values) for name, values in pool.items()}
+    shared_test = {name: share(values) for name, values in test.items()}
     fit = dask.delayed(_block_errors, pure=True)
     tasks = {}
     for (source, target), k in ks.items():
@@ -134,8 +140,9 @@ def local_errors(
                 pool[source],
                 pool[target],
                 index[block],
-                test[source][block],
-                test[target][block],
+                shared_test[source],
+                shared_test[target],
+                block,
                 ridge,
                 eps,
                 xp,
@@ -153,9 +160,11 @@ def _blocks(n: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-def _block_errors(pool_x, pool_y, index, x_test, y_test, ridge, eps, xp):
+def _block_errors(pool_x, pool_y, index, x_test, y_test, block, ridge, eps, xp):
     """:func:`local_fit_errors` of one block of test rows, gathering from the pools."""
-    return local_fit_errors(pool_x[index], pool_y[index], x_test, y_test, ridge, eps, xp)
+    return local_fit_errors(
+        pool_x[index], pool_y[index], x_test[block], y_test[block], ridge, eps, xp
+    )
 
 
 def local_fit_errors(
