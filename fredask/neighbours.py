@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import dask
 import numpy as np
-from toolz import partition_all
 
 from fredask.cluster import Scheduler, compute
 from fredask.features import FeatureSet
-from fredask.passes import check_finite
+from fredask.passes import check_finite, chunk_tasks, tree_reduce
 from fredask.splits import FOLD1, FOLD2
 
 #: Train rows per distance block inside a chunk.
@@ -120,33 +119,28 @@ def nearest_train_rows(
     rows : numpy.ndarray of int64, shape (n_test, k)
         Sorted by (distance, row index).
     """
-    array = features.arrays[features.names.index(source)]
-    blocks = array.to_delayed()[:, 0]
+    model = features.names.index(source)
     test_sq = (test**2).sum(axis=1)
     kernel = dask.delayed(neighbour_kernel, pure=True)
-    parts, start = [], 0
-    for block, size in zip(blocks, features.row_chunks, strict=True):
-        chunk_labels = labels[start : start + size]
-        if ((chunk_labels == FOLD1) | (chunk_labels == FOLD2)).any():
-            parts.append(
-                kernel(
-                    chunk_labels,
-                    block,
-                    name=source,
-                    offset=start,
-                    test=test,
-                    test_sq=test_sq,
-                    centre=centre,
-                    scale=scale,
-                    k=k,
-                    xp=xp,
-                )
-            )
-        start += size
-    merge = dask.delayed(merge_neighbours, pure=True)
-    while len(parts) > 1:
-        parts = [merge(list(group), k, xp) for group in partition_all(split_every, parts)]
-    return compute(parts[0], scheduler, progress)
+    is_train = lambda lab: bool(((lab == FOLD1) | (lab == FOLD2)).any())  # noqa: E731
+    parts = [
+        kernel(
+            lab,
+            blocks[model],
+            name=source,
+            offset=start,
+            test=test,
+            test_sq=test_sq,
+            centre=centre,
+            scale=scale,
+            k=k,
+            xp=xp,
+        )
+        for lab, blocks, start in chunk_tasks(features, labels, is_train)
+    ]
+    return compute(
+        tree_reduce(parts, merge_neighbours, k, xp, split_every=split_every), scheduler, progress
+    )
 
 
 def gather_kernel(block_list, rows, xp):

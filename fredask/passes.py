@@ -70,7 +70,18 @@ def pointwise_kernel(labels, *blocks, names, offset, centre, scale, maps, xp):
     return xp.stack([xp.linalg.norm(z @ m, axis=1) for m in maps], axis=1)
 
 
-def _chunk_tasks(features: FeatureSet, labels: np.ndarray, keep):
+def tree_reduce(parts: list, combine, *args, split_every: int = 8):
+    """Combine delayed partial results in a tree of fan-in ``split_every``.
+
+    ``combine(list_of_parts, *args)`` merges a group of parts into one.
+    """
+    merge = dask.delayed(combine, pure=True)
+    while len(parts) > 1:
+        parts = [merge(list(group), *args) for group in partition_all(split_every, parts)]
+    return parts[0]
+
+
+def chunk_tasks(features: FeatureSet, labels: np.ndarray, keep):
     """Per row chunk: (label block, feature blocks, offset), for chunks ``keep`` accepts."""
     blocks = [a.to_delayed()[:, 0] for a in features.arrays]
     start = 0
@@ -102,14 +113,13 @@ def subset_statistics(
     kernel = dask.delayed(statistics_kernel, pure=True)
     parts = [
         kernel(lab, *blocks, names=features.names, offset=start, method=method, xp=xp)
-        for lab, blocks, start in _chunk_tasks(
+        for lab, blocks, start in chunk_tasks(
             features, labels, lambda lab: bool((lab != UNUSED).any())
         )
     ]
-    merge = dask.delayed(merge_subsets, pure=True)
-    while len(parts) > 1:
-        parts = [merge(list(group), method, xp) for group in partition_all(split_every, parts)]
-    return compute(parts[0], scheduler, progress)
+    return compute(
+        tree_reduce(parts, merge_subsets, method, xp, split_every=split_every), scheduler, progress
+    )
 
 
 def pointwise_norms(
@@ -141,7 +151,7 @@ def pointwise_norms(
             maps=maps,
             xp=xp,
         )
-        for lab, blocks, start in _chunk_tasks(
+        for lab, blocks, start in chunk_tasks(
             features, labels, lambda lab: bool((lab == TEST).any())
         )
     ]
