@@ -98,12 +98,7 @@ def _structures(paths: list[Path]):
 
 
 def _open_or_create(store: Path, paths: list[Path]) -> FeatureStore:
-    table = _structures(paths)
-    if store.exists():
-        opened = FeatureStore.open(store, mode="a")
-        opened.check_fingerprints(table.fingerprint, what=", ".join(map(str, paths)))
-        return opened
-    return FeatureStore.create(store, table)
+    return FeatureStore.open_or_create(store, _structures(paths), what=", ".join(map(str, paths)))
 
 
 def extract(args: argparse.Namespace) -> None:
@@ -170,11 +165,7 @@ def demo(args: argparse.Namespace) -> None:
         source_index=range(len(structures)),
     )
     path = output / "store.zarr"
-    if path.exists():
-        store = FeatureStore.open(path, mode="a")
-        store.check_fingerprints(table.fingerprint, what="the shipped structures")
-    else:
-        store = FeatureStore.create(path, table)
+    store = FeatureStore.open_or_create(path, table, what="the shipped structures")
     print(f"1/3  store {path}: {store.n_structures} structures, {store.n_atoms} atoms")
     print(f"2/3  features of {', '.join(args.model)} on the embedded LocalCluster")
     for spec in args.model:

@@ -83,12 +83,7 @@ def ingest(
     command : str
         Recorded with the features.
     """
-    path = Path(store)
-    if path.exists():
-        target = FeatureStore.open(path, mode="a")
-        target.check_fingerprints(structures.fingerprint, what="the structure files")
-    else:
-        target = FeatureStore.create(path, structures)
+    target = FeatureStore.open_or_create(store, structures, what="the structure files")
     for name, file in features.items():
         values = load_feature_file(file, key)
         if values.ndim != 2 or values.shape[0] != target.n_atoms:

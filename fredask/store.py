@@ -107,6 +107,18 @@ class FeatureStore:
         return cls(group, path)
 
     @classmethod
+    def open_or_create(
+        cls, path: str | Path, structures: StructureTable, what: str = "the structures"
+    ) -> FeatureStore:
+        """Open ``path`` for appending if it exists (checking that it holds
+        ``structures``, described as ``what`` in errors), else create it."""
+        if Path(path).exists():
+            store = cls.open(path, mode="a")
+            store.check_fingerprints(structures.fingerprint, what=what)
+            return store
+        return cls.create(path, structures)
+
+    @classmethod
     def open(cls, path: str | Path, mode: str = "r") -> FeatureStore:
         """Open an existing store (``mode="r"`` or ``"a"``), checking its format."""
         path = Path(path)
