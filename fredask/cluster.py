@@ -7,19 +7,55 @@
   started once per process (one single-threaded worker per core); the
   scikit-matter drop-in functions instead run on Dask's local threads, so a
   one-off call costs no cluster start-up.
+
+Wherever a client is taken, a string also names one: ``"threads"`` or ``"sync"``
+(Dask's local schedulers), a scheduler address (``tcp://host:8786``), a scheduler
+file (``scheduler.json``, as ``dask scheduler --scheduler-file`` writes), or a
+cluster profile (``local``, ``slurm``, ``pbs``, ``local-cuda``, the profiles of
+``deploy/profiles/`` and of the user's Dask config, or a profile ``.yaml``; see
+:mod:`fredask.profiles`).  Such a cluster is started once per process and shut
+down with the embedded one; :func:`get_client` and :func:`connect` give a client
+of one's own.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import re
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
 
 import dask
 import distributed
 from dask.diagnostics import ProgressBar
 from threadpoolctl import threadpool_limits
 
+from fredask.profiles import (
+    ClusterProfile,
+    ProfileError,
+    available_profiles,
+    load_profile,
+)
+
+__all__ = [
+    "ClusterProfile",
+    "ProfileError",
+    "available_profiles",
+    "connect",
+    "get_client",
+    "load_profile",
+    "resolve_client",
+    "shutdown",
+]
+
 _embedded: distributed.Client | None = None
+#: Clients of the clusters that string specs started in this process, by spec.
+_started: dict[str, distributed.Client] = {}
+#: Clusters fredask started (closed with their client by :func:`shutdown`).
+_owned = weakref.WeakSet()
 
 
 def active_client() -> distributed.Client | None:
@@ -46,7 +82,10 @@ def embedded_client(n_workers: int | None = None) -> distributed.Client:
 
 
 def close_embedded() -> None:
-    """Shut the embedded LocalCluster down (it restarts on next use)."""
+    """Shut the embedded LocalCluster and the clusters named by string down.
+
+    They restart on next use.
+    """
     global _embedded
     if _embedded is not None:
         cluster = _embedded.cluster
@@ -54,6 +93,92 @@ def close_embedded() -> None:
         if cluster is not None:
             cluster.close()
         _embedded = None
+    while _started:
+        shutdown(_started.popitem()[1])
+
+
+_ADDRESS = re.compile(r"^[\w.\-]+:\d+$|^\[[0-9a-fA-F:]+\]:\d+$")
+
+
+def is_address(spec: str) -> bool:
+    """Whether ``spec`` is a scheduler address (``proto://...`` or ``host:port``)."""
+    return "://" in spec or bool(_ADDRESS.match(spec))
+
+
+def get_client(
+    cluster: str | Path | ClusterProfile | None = None, *, set_as_default: bool = True
+) -> distributed.Client:
+    """A new client of a profile's cluster, a scheduler address or a scheduler file.
+
+    Parameters
+    ----------
+    cluster : str, path or ClusterProfile, optional
+        A profile name or ``.yaml`` file (the cluster is started, and its jobs
+        submitted), ``tcp://host:port`` / ``host:port``, or a ``.json``
+        scheduler file.  Default: the ``local`` profile.
+    set_as_default : bool
+        Make it the active client (what fredask and Dask use when given none).
+
+    Returns
+    -------
+    distributed.Client
+        Close it, and the cluster it started, with :func:`shutdown` (or use
+        :func:`connect`); started clusters also close at interpreter exit.
+
+    Examples
+    --------
+    >>> client = get_client("slurm-cpu")  # doctest: +SKIP
+    >>> result = reconstruction_matrix(features, "gfre", client=client)  # doctest: +SKIP
+    """
+    spec = "local" if cluster is None else cluster
+    if not isinstance(spec, ClusterProfile):
+        text = str(spec)
+        if text.endswith(".json"):
+            if not Path(text).is_file():
+                raise ProfileError(f"scheduler file {text} does not exist (yet?)")
+            return distributed.Client(scheduler_file=text, set_as_default=set_as_default)
+        if is_address(text) and not text.endswith((".yaml", ".yml")):
+            return distributed.Client(text, set_as_default=set_as_default)
+    started = load_profile(spec).start()
+    _owned.add(started)
+    try:
+        return distributed.Client(started, set_as_default=set_as_default)
+    except BaseException:
+        started.close()
+        raise
+
+
+def shutdown(client: distributed.Client) -> None:
+    """Close a client, and the cluster :func:`get_client` started for it (if any)."""
+    cluster = client.cluster
+    client.close()
+    if cluster is not None and cluster in _owned:
+        cluster.close()
+
+
+@contextlib.contextmanager
+def connect(cluster: str | Path | ClusterProfile | None = None) -> Iterator[distributed.Client]:
+    """``with connect("slurm-cpu") as client:``, closing what it started on exit.
+
+    Parameters are those of :func:`get_client`; the client is the active one
+    inside the block.
+    """
+    client = get_client(cluster)
+    try:
+        yield client
+    finally:
+        shutdown(client)
+
+
+def started_client(spec: str | Path | ClusterProfile) -> distributed.Client:
+    """The process-wide client a spec names, started on first use (see :func:`get_client`)."""
+    key = repr(spec) if isinstance(spec, ClusterProfile) else str(spec)
+    client = _started.get(key)
+    if client is None or client.status in ("closed", "closing"):
+        if not _started:
+            atexit.register(close_embedded)
+        client = _started[key] = get_client(spec, set_as_default=False)
+    return client
 
 
 Scheduler = distributed.Client | str
@@ -66,8 +191,10 @@ def resolve_client(client=None, embedded: bool = True) -> Scheduler:
 
     Parameters
     ----------
-    client : distributed.Client, "threads", "sync" or None
-        An explicit client, or the name of one of Dask's local schedulers.
+    client : distributed.Client, str or None
+        An explicit client; the name of one of Dask's local schedulers
+        ("threads", "sync"); or a profile name, profile ``.yaml``, scheduler
+        address or scheduler file (:func:`started_client`).
     embedded : bool
         With nothing given or active, start the embedded LocalCluster (True)
         or use Dask's local threads (False).
@@ -76,10 +203,10 @@ def resolve_client(client=None, embedded: bool = True) -> Scheduler:
     -------
     distributed.Client or str
     """
-    if isinstance(client, str):
-        if client not in LOCAL_SCHEDULERS:
-            raise ValueError(f"unknown scheduler {client!r}; use one of {LOCAL_SCHEDULERS}")
-        return client
+    if isinstance(client, str | Path | ClusterProfile):
+        if client in LOCAL_SCHEDULERS:
+            return client
+        return started_client(client)
     if client is not None:
         return client
     return active_client() or (embedded_client() if embedded else "threads")
