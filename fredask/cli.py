@@ -13,6 +13,7 @@ import zarr
 
 from fredask.cluster import LOCAL_SCHEDULERS, close_embedded
 from fredask.compare import METRICS, reconstruction_matrix
+from fredask.scaling.cli import add_parser as add_bench_parser
 from fredask.settings import RidgeSettings
 from fredask.splits import Split, resolve_split, stratified_split
 from fredask.store import FeatureStore, StoreError
@@ -273,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", help=f"model specs (default: {DEMO_MODELS})")
     p.add_argument("--output", type=Path, default=Path("fredask-results"))
     p.set_defaults(func=demo)
+
+    add_bench_parser(sub)
     return parser
 
 

@@ -1,0 +1,44 @@
+"""Scaling studies: time a fredask stage over a grid of sizes and worker counts.
+
+>>> from fredask.scaling import Grid, run_study, write_csv, write_plots
+>>> results = run_study(Grid("gfre", atoms=[10**5, 10**6], workers=[1, 2]))  # doctest: +SKIP
+>>> write_csv(results, "scaling.csv"); write_plots(results, ".", "scaling")  # doctest: +SKIP
+
+Stages: ``gfre`` (the all-pairs GFRE matrix), ``lfre`` (one LFRE pair),
+``cumulants`` (structure cumulants of every model), ``extraction`` (a real
+model over the shipped structures).  Each point records time, throughput, the
+floor (read once + one GEMM) and the ratio to it, and peak memory per worker;
+:mod:`fredask.scaling.report` derives speed-up and efficiency, and plots strong
+scaling (against workers) and time against atoms.  ``fredask bench`` is the
+command line.
+"""
+
+from fredask.scaling.data import StudyInputs, store_inputs, synthetic_store
+from fredask.scaling.report import (
+    markdown_report,
+    read_csv,
+    strong_scaling_figure,
+    weak_scaling_figure,
+    with_scaling,
+    write_csv,
+    write_plots,
+)
+from fredask.scaling.stages import STAGES, StageOptions
+from fredask.scaling.study import Grid, run_study
+
+__all__ = [
+    "STAGES",
+    "Grid",
+    "StageOptions",
+    "StudyInputs",
+    "markdown_report",
+    "read_csv",
+    "run_study",
+    "store_inputs",
+    "strong_scaling_figure",
+    "synthetic_store",
+    "weak_scaling_figure",
+    "with_scaling",
+    "write_csv",
+    "write_plots",
+]
