@@ -7,7 +7,7 @@ import zarr
 from ase.collections import g2
 
 from fredask.cli import main as cli_main
-from fredask.scaling import Grid, read_csv, store_inputs, synthetic_store, with_scaling
+from fredask.scaling import Grid, read_csv, run_study, store_inputs, synthetic_store, with_scaling
 from fredask.scaling.data import synthetic_inputs
 from fredask.scaling.stages import lfre_rows
 from fredask.store import FeatureStore
@@ -101,3 +101,18 @@ def test_cli_bench_writes_csv_markdown_and_plots(tmp_path, capsys):
     for name in ("small.md", "small_strong.png", "small_weak.png"):
         assert (output / name).stat().st_size > 1000, name
     assert "| gfre | 8,000 | 3 x 16 | 2,048 | 2 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("stage", ["lfre", "cumulants"])
+def test_lfre_and_cumulant_stages_run_with_their_floors(tmp_path, stage):
+    if stage == "cumulants":
+        pytest.importorskip("fredask.cumulants")
+    grid = Grid(
+        stage, atoms=[6000], features=[8], chunk_rows=[2048], workers=[1], n_models=2,
+        data_dir=str(tmp_path),
+    )  # fmt: skip
+    [row] = run_study(grid, quiet=True).to_dict("records")
+    assert row["n_atoms"] == 6000 and row["n_models"] == 2 and row["workers"] == 1
+    assert row["seconds"] > 0 and row["read_floor_s"] > 0
+    assert (row["gemm_floor_s"] > 0) == (stage == "lfre")
+    assert np.isfinite(row["value"]) and row["value"] != 0

@@ -93,18 +93,20 @@ def run_lfre(inputs: StudyInputs, client, options: StageOptions) -> float:
 
 
 def run_cumulants(inputs: StudyInputs, client, options: StageOptions) -> float:
-    """Structure cumulants of every model (``fredask.cumulants``); returns a checksum."""
+    """Structure cumulants of every model (``fredask.cumulants``), reduced on the cluster.
+
+    Returns the sum of all cumulants (so the full result is computed but
+    never gathered).
+    """
     try:
         from fredask.cumulants import structure_cumulants
     except ImportError as error:
         raise RuntimeError("the cumulants stage needs fredask.cumulants") from error
-    total = 0.0
-    for features in inputs.features.values():
-        result = structure_cumulants(features, inputs.structure_sizes, order=options.order)
-        if hasattr(result, "dask"):
-            result = client.compute(result).result()
-        total += float(np.nansum(np.asarray(result, dtype=np.float64)))
-    return total
+    sums = [
+        da.nansum(structure_cumulants(features, inputs.structure_sizes, order=options.order))
+        for features in inputs.features.values()
+    ]
+    return float(sum(client.compute(sums, sync=True)))
 
 
 def run_extraction(inputs: StudyInputs, client, options: StageOptions) -> float:
@@ -224,20 +226,14 @@ def measure_floor(
 
 
 def warm_up(stage: str, inputs: StudyInputs, client, options: StageOptions) -> None:
-    """A small run of the stage (first two chunks), so imports and caches are not timed."""
+    """A small run of the stage (whole structures of the first two chunks), untimed."""
     if stage == "extraction":
         return
-    chunk = next(iter(inputs.features.values())).chunks[0][0]
-    rows = min(inputs.n_atoms, 2 * chunk)
+    ends = np.cumsum(inputs.structure_sizes)
+    keep = max(1, int(np.searchsorted(ends, min(ends[-1], 2 * inputs.chunk_rows), "right")))
+    rows = int(ends[keep - 1])
     head = {name: a[:rows] for name, a in inputs.features.items()}
-    sizes = inputs.structure_sizes
-    keep = int(np.searchsorted(np.cumsum(sizes), rows, side="right"))
-    head_inputs = StudyInputs(head, sizes[: max(keep, 1)], inputs.source)
-    if stage == "cumulants" and keep == 0:
-        return
-    if stage == "cumulants":
-        rows = int(np.sum(sizes[:keep]))
-        head_inputs = StudyInputs(
-            {name: a[:rows] for name, a in head.items()}, sizes[:keep], inputs.source
-        )
-    RUNNERS[stage](head_inputs, client, options)
+    sizes = inputs.structure_sizes[:keep]
+    RUNNERS[stage](
+        StudyInputs(head, sizes, inputs.source, chunk_rows=inputs.chunk_rows), client, options
+    )
