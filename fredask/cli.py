@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from fredask.cluster import LOCAL_SCHEDULERS, close_embedded
+from fredask.cluster import close_embedded
+from fredask.cluster_cli import add_cluster_argument, cluster_client
+from fredask.cluster_cli import add_parser as add_cluster_parser
 from fredask.compare import METRICS, reconstruction_matrix
 from fredask.scaling.cli import add_parser as add_bench_parser
 from fredask.settings import RidgeSettings
@@ -19,13 +21,9 @@ from fredask.splits import Split, resolve_split, stratified_split
 from fredask.store import FeatureStore, StoreError
 
 
-def _client(address: str | None):
-    """A client for a scheduler address, or a local scheduler name, or None."""
-    if address is None or address in LOCAL_SCHEDULERS:
-        return address
-    import distributed
-
-    return distributed.Client(address)
+def _client(spec: str | None):
+    """The client ``--cluster`` names (profile, address, scheduler file, threads/sync), or None."""
+    return cluster_client(spec)
 
 
 def _report(result, output: Path, stem: str) -> None:
@@ -65,7 +63,7 @@ def compare(args: argparse.Namespace) -> None:
         raise SystemExit(
             f"{args.store}: need features of at least two models, found {list(features)}"
         )
-    client = _client(args.scheduler)
+    client = _client(args.cluster)
     split = _split(args, next(iter(features.values())).shape[0], store)
     for metric in args.metric:
         start = time.perf_counter()
@@ -107,7 +105,7 @@ def extract(args: argparse.Namespace) -> None:
     from fredask.extract.runner import extract as run
 
     store = _open_or_create(args.store, args.structures)
-    client = _client(args.scheduler)
+    client = _client(args.cluster)
     for spec in args.model:
         layer = int(args.layer) if args.layer and args.layer.lstrip("-").isdigit() else args.layer
         options = {} if layer is None else {"layer": layer}
@@ -168,10 +166,12 @@ def demo(args: argparse.Namespace) -> None:
     path = output / "store.zarr"
     store = FeatureStore.open_or_create(path, table, what="the shipped structures")
     print(f"1/3  store {path}: {store.n_structures} structures, {store.n_atoms} atoms")
-    print(f"2/3  features of {', '.join(args.model)} on the embedded LocalCluster")
+    client = _client(args.cluster)
+    where = "the embedded LocalCluster" if args.cluster is None else f"cluster {args.cluster}"
+    print(f"2/3  features of {', '.join(args.model)} on {where}")
     for spec in args.model:
         start = time.perf_counter()
-        report = run(store, get_extractor(spec), skip_errors=True)
+        report = run(store, get_extractor(spec), client=client, skip_errors=True)
         print(
             f"     {report.name}: {report.chunks_computed}/{report.chunks_total} chunks in "
             f"{time.perf_counter() - start:.1f} s, {len(report.skipped)} structures skipped"
@@ -186,14 +186,10 @@ def demo(args: argparse.Namespace) -> None:
     split = _split(args, store.n_atoms, store)
     ridge = RidgeSettings(precision="float64")
     for metric in METRICS:
-        result = reconstruction_matrix(features, metric, split=split, estimator=ridge)
+        result = reconstruction_matrix(
+            features, metric, split=split, estimator=ridge, client=client
+        )
         _report(result, output, metric)
-
-
-SCHEDULER_HELP = (
-    "address of a running Dask scheduler, or 'threads' / 'sync' "
-    "(default: the active client, else the embedded LocalCluster)"
-)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave structures a model cannot handle NaN and record them",
     )
-    p.add_argument("--scheduler", help=SCHEDULER_HELP)
+    add_cluster_argument(p)
     p.set_defaults(func=extract)
 
     p = sub.add_parser("ingest", help="bring existing feature files into a store")
@@ -233,10 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=".npy, .npz, .pt or .h5 file per model, rows = atoms in order",
     )
     p.add_argument("--key", help="array name inside .npz/.pt/.h5 files with several")
+    add_cluster_argument(p, note="ingest itself reads and writes in this process")
     p.set_defaults(func=ingest)
 
     p = sub.add_parser("info", help="what a store holds")
     p.add_argument("store", type=Path)
+    add_cluster_argument(p, note="info itself runs no Dask work")
     p.set_defaults(func=info)
 
     p = sub.add_parser("compare", help="all-pairs errors of the models in a store")
@@ -266,16 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n-test", type=int, default=1000, help="test atoms of --split paper")
     p.add_argument("--seed", type=int, default=0, help="seed of --split paper")
-    p.add_argument("--scheduler", help=SCHEDULER_HELP)
+    add_cluster_argument(p)
     p.add_argument("--output", type=Path, default=Path("fredask-results"))
     p.set_defaults(func=compare)
 
     p = sub.add_parser("demo", help="the main job: real models over shipped structures")
     p.add_argument("--model", action="append", help=f"model specs (default: {DEMO_MODELS})")
     p.add_argument("--output", type=Path, default=Path("fredask-results"))
+    add_cluster_argument(p)
     p.set_defaults(func=demo)
 
     add_bench_parser(sub)
+    add_cluster_parser(sub)
     return parser
 
 

@@ -125,8 +125,17 @@ class ClusterProfile:
         try:
             job = job_cls(scheduler, name="dummy-name", config_name=self.kind, **options)
         except (TypeError, ValueError) as error:
-            raise ProfileError(f"profile {self.name!r} ({self.source}): {error}") from None
+            raise self._invalid(error) from None
         return job.job_script()
+
+    def _invalid(self, error: Exception) -> ProfileError:
+        hint = ""
+        if self.kind in JOBQUEUE_KINDS:
+            hint = (
+                f" (set it in the profile, or for all {self.kind} profiles in your Dask "
+                f"config's jobqueue.{self.kind} section, e.g. ~/.config/dask/jobqueue.yaml)"
+            )
+        return ProfileError(f"profile {self.name!r} ({self.source}): {error}{hint}")
 
     def start(self):
         """Start the cluster (submitting jobs for a job queue) and scale or adapt it.
@@ -159,7 +168,7 @@ class ClusterProfile:
         try:
             cluster = cluster_cls(**options)
         except (TypeError, ValueError) as error:
-            raise ProfileError(f"profile {self.name!r} ({self.source}): {error}") from None
+            raise self._invalid(error) from None
         if self.adapt is not None:
             cluster.adapt(**self.adapt)
         elif self.scale is not None:

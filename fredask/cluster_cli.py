@@ -1,0 +1,104 @@
+"""Command line of clusters: the ``--cluster`` option of every command, ``fredask cluster``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from fredask.cluster import (
+    LOCAL_SCHEDULERS,
+    ProfileError,
+    available_profiles,
+    connect,
+    load_profile,
+    resolve_client,
+)
+from fredask.profiles import JOBQUEUE_KINDS
+
+CLUSTER_HELP = (
+    "where the Dask work runs: a cluster profile (local, slurm, pbs, local-cuda, "
+    "deploy/profiles/*.yaml, jobqueue sections of your Dask config; 'fredask cluster' "
+    "lists them), a profile .yaml file, a scheduler address (tcp://HOST:PORT), a "
+    "scheduler file (.json), or 'threads' / 'sync' (default: the active client, else "
+    "the embedded LocalCluster); --scheduler is the old spelling"
+)
+
+
+def add_cluster_argument(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """Give a command ``--cluster PROFILE|ADDRESS`` (``args.cluster``; alias ``--scheduler``).
+
+    The command passes ``cluster_client(args.cluster)`` as ``client=``.
+    """
+    parser.add_argument(
+        "--cluster",
+        "--scheduler",
+        dest="cluster",
+        metavar="PROFILE|ADDRESS",
+        help=CLUSTER_HELP + (f"; {note}" if note else ""),
+    )
+
+
+def cluster_client(spec: str | None):
+    """The client (or local scheduler name) ``--cluster`` names; None: the default.
+
+    A cluster is started (or connected to) once per process and shut down when
+    the command ends; errors become a one-line exit message.
+    """
+    if spec is None or spec in LOCAL_SCHEDULERS:
+        return spec
+    try:
+        client = resolve_client(spec)
+    except (ProfileError, OSError) as error:
+        raise SystemExit(f"--cluster {spec}: {error}") from None
+    print(f"cluster {spec}: dashboard {client.dashboard_link}", file=sys.stderr)
+    return client
+
+
+def cluster_command(args: argparse.Namespace) -> None:
+    """``fredask cluster [PROFILE]``: list profiles, show one, or start it and wait."""
+    if args.profile is None:
+        for name, profile in available_profiles().items():
+            print(f"{name:16s} {profile.kind:11s} {profile.source}")
+        return
+    try:
+        profile = load_profile(args.profile)
+        print(f"profile {profile.name} ({profile.kind}) from {profile.source}")
+        for key, value in profile.options.items():
+            print(f"  {key}: {value}")
+        for key in ("scale", "adapt"):
+            if getattr(profile, key) is not None:
+                print(f"  {key}: {getattr(profile, key)}")
+        if profile.kind in JOBQUEUE_KINDS:
+            print("job script (one job; nothing submitted):")
+            print(profile.job_script())
+    except ProfileError as error:
+        raise SystemExit(str(error)) from None
+    if args.wait:
+        start = time.perf_counter()
+        with connect(profile) as client:
+            print(f"dashboard {client.dashboard_link}; waiting for {args.wait} worker(s)")
+            client.wait_for_workers(args.wait, timeout=args.timeout)
+            workers = client.scheduler_info()["workers"]
+            print(
+                f"{len(workers)} worker(s) up after {time.perf_counter() - start:.0f} s: "
+                + ", ".join(sorted(w["host"] for w in workers.values()))
+            )
+
+
+def add_parser(sub) -> None:
+    """Add ``fredask cluster`` to the CLI's subparsers."""
+    p = sub.add_parser(
+        "cluster",
+        help="list cluster profiles, show one's job script, or start it and wait for workers",
+    )
+    p.add_argument("profile", nargs="?", help="profile name or .yaml (default: list them)")
+    p.add_argument(
+        "--wait",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start the cluster (submit its jobs), wait for N workers, report, shut down",
+    )
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for workers")
+    p.set_defaults(func=cluster_command)
