@@ -6,7 +6,10 @@ For every test row, the ``k`` train rows nearest in the scaled source space
 deterministic.  One pass over the chunks: per chunk one GEMM of the test rows
 against the chunk's train rows (in blocks of :data:`BLOCK_ROWS` rows), the
 ``k`` best per test row kept, and the partial lists merged in a Dask tree.
-Memory is bounded by ``n_test x (k + BLOCK_ROWS)``, not by the train size.
+Once a test row has ``k`` candidates, a block only contributes the entries at
+or below its current ``k``-th distance (a comparison, not a partition of the
+block), and lists stay unsorted until the end.  Memory is bounded by
+``n_test x (k + BLOCK_ROWS)``, not by the train size.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from fredask.splits import FOLD1, FOLD2
 BLOCK_ROWS = 4096
 
 
-def smallest_k(distances, rows, k: int, xp):
+def smallest_k(distances, rows, k: int, xp, sort: bool = True):
     """The ``k`` smallest entries of each row of ``distances``, by (distance, row index).
 
     Parameters
@@ -32,23 +35,28 @@ def smallest_k(distances, rows, k: int, xp):
     rows : array of int, shape (n_test, m) or (m,)
         Row indices of the candidates.
     k : int
+    sort : bool
+        Order the result by (distance, row index); otherwise the same set in
+        any order.
 
     Returns
     -------
-    (distances, rows) each of shape (n_test, min(k, m)), sorted.
+    (distances, rows) each of shape (n_test, min(k, m)).
     """
     rows = xp.broadcast_to(rows, distances.shape)
     if distances.shape[1] > k:
         candidates = xp.argpartition(distances, k - 1, axis=1)[:, :k]
-        kth = xp.take_along_axis(distances, candidates, axis=1).max(axis=1, keepdims=True)
-        ambiguous = xp.flatnonzero((distances <= kth).sum(axis=1) > k)
         picked_d = xp.take_along_axis(distances, candidates, axis=1)
         picked_r = xp.take_along_axis(rows, candidates, axis=1)
+        kth = picked_d.max(axis=1, keepdims=True)
+        ambiguous = xp.flatnonzero((distances <= kth).sum(axis=1) > k)
         if ambiguous.size:  # ties straddle the k-th place: keep the lowest row indices
             picked_d[ambiguous], picked_r[ambiguous] = _smallest_k_with_ties(
                 distances[ambiguous], rows[ambiguous], kth[ambiguous], k, xp
             )
         distances, rows = picked_d, picked_r
+    if not sort:
+        return distances, rows
     order = xp.lexsort((rows, distances), axis=-1)
     return xp.take_along_axis(distances, order, axis=1), xp.take_along_axis(rows, order, axis=1)
 
@@ -65,18 +73,41 @@ def _smallest_k_with_ties(distances, rows, kth, k: int, xp):
     return distances[keep].reshape(len(distances), k), rows[keep].reshape(len(rows), k)
 
 
-def merge_neighbours(parts, k: int, xp):
+def merge_neighbours(parts, k: int, xp, sort: bool = True):
     """Merge partial ``(distances, rows)`` lists into the ``k`` best."""
     parts = [p for p in parts if p is not None]
     if not parts:
         return None
     distances = xp.concatenate([p[0] for p in parts], axis=1)
     rows = xp.concatenate([p[1] for p in parts], axis=1)
-    return smallest_k(distances, rows, k, xp)
+    return smallest_k(distances, rows, k, xp, sort)
+
+
+def merge_below(best, distances, rows, k: int, xp):
+    """Merge a full candidate block into a list that already holds ``k`` per row.
+
+    Only entries at or below a row's current ``k``-th distance can enter its
+    list (ties included, for the row-index rule); they are packed into a
+    narrow block, padded with infinite distances, and merged.
+    """
+    best_d, best_r = best
+    hits = distances <= best_d.max(axis=1)[:, None]
+    i, j = xp.nonzero(hits)
+    if i.size == 0:
+        return best
+    n = distances.shape[0]
+    counts = xp.bincount(i, minlength=n)
+    position = xp.arange(i.size) - (xp.cumsum(counts) - counts)[i]
+    width = int(counts.max())
+    new_d = xp.full((n, width), xp.inf, dtype=distances.dtype)
+    new_r = xp.full((n, width), xp.iinfo(best_r.dtype).max, dtype=best_r.dtype)
+    new_d[i, position] = distances[i, j]
+    new_r[i, position] = rows[j]
+    return merge_neighbours([best, (new_d, new_r)], k, xp, sort=False)
 
 
 def neighbour_kernel(labels, block, *, name, offset, test, test_sq, centre, scale, k, xp):
-    """The ``k`` nearest train rows of this chunk for every test row."""
+    """The ``k`` nearest train rows of this chunk for every test row (unsorted)."""
     labels = xp.asarray(labels)
     train = (labels == FOLD1) | (labels == FOLD2)
     check_finite([block], train, [name], offset, xp)
@@ -85,9 +116,16 @@ def neighbour_kernel(labels, block, *, name, offset, test, test_sq, centre, scal
     for lo in range(0, local.shape[0], BLOCK_ROWS):
         sel = local[lo : lo + BLOCK_ROWS]
         c = (xp.asarray(block[sel], dtype=xp.float64) - centre) / scale
-        distances = (c**2).sum(axis=1)[None, :] + test_sq[:, None] - 2 * test @ c.T
-        found = smallest_k(distances, (sel + offset).astype(xp.int64), k, xp)
-        best = found if best is None else merge_neighbours([best, found], k, xp)
+        distances = test @ c.T
+        distances *= -2
+        distances += (c * c).sum(axis=1)[None, :]
+        distances += test_sq[:, None]
+        rows = (sel + offset).astype(xp.int64)
+        if best is not None and best[0].shape[1] == k:
+            best = merge_below(best, distances, rows, k, xp)
+        else:
+            parts = [best, (distances, xp.broadcast_to(rows, distances.shape))]
+            best = merge_neighbours(parts, k, xp, sort=False)
     return best
 
 
@@ -138,20 +176,23 @@ def nearest_train_rows(
         )
         for lab, blocks, start in chunk_tasks(features, labels, is_train)
     ]
-    return compute(
-        tree_reduce(parts, merge_neighbours, k, xp, split_every=split_every), scheduler, progress
-    )
+    merged = tree_reduce(parts, merge_neighbours, k, xp, False, split_every=split_every)
+    distances, rows = compute(merged, scheduler, progress)
+    return smallest_k(distances, rows, k, np)
 
 
 def gather_kernel(block_list, rows, xp):
-    """Rows ``rows`` (chunk-local) of each block, as float64."""
-    return [xp.asarray(b[rows], dtype=xp.float64) for b in block_list]
+    """Rows ``rows`` (chunk-local) of each block, in the block's dtype."""
+    return [xp.asarray(b[rows]) for b in block_list]
 
 
-def gather_rows_pass(
-    features: FeatureSet, rows: np.ndarray, scheduler: Scheduler, xp=np, progress: bool = False
-) -> dict[str, np.ndarray]:
-    """The given rows (sorted, unique) of every model, reading only chunks that hold them."""
+def gather_rows_graph(features: FeatureSet, rows: np.ndarray, xp=np):
+    """Delayed ``{model: rows}`` (input dtype) of the given sorted, unique rows.
+
+    Only chunks that hold some of the rows are read; computing this together
+    with other graphs over the same chunks (one ``compute`` call) reads each
+    chunk once.
+    """
     blocks = [a.to_delayed()[:, 0] for a in features.arrays]
     bounds = np.concatenate([[0], np.cumsum(features.row_chunks)])
     kernel = dask.delayed(gather_kernel, pure=True)
@@ -160,8 +201,15 @@ def gather_rows_pass(
         lo, hi = np.searchsorted(rows, bounds[i : i + 2])
         if hi > lo:
             parts.append(kernel([b[i] for b in blocks], rows[lo:hi] - bounds[i], xp))
-    gathered = compute(parts, scheduler, progress)
-    return {
-        name: np.concatenate([part[m] for part in gathered])
-        for m, name in enumerate(features.names)
-    }
+    return dask.delayed(_by_model, pure=True)(parts, features.names, xp)
+
+
+def _by_model(parts, names, xp) -> dict:
+    return {name: xp.concatenate([part[m] for part in parts]) for m, name in enumerate(names)}
+
+
+def gather_rows_pass(
+    features: FeatureSet, rows: np.ndarray, scheduler: Scheduler, xp=np, progress: bool = False
+) -> dict[str, np.ndarray]:
+    """The given rows (sorted, unique) of every model (:func:`gather_rows_graph`)."""
+    return compute(gather_rows_graph(features, rows, xp), scheduler, progress)

@@ -1,7 +1,7 @@
 """The passes over the data: chunk kernels and their Dask graphs.
 
 A pass maps a kernel over aligned row chunks of all models (plus the row
-labels) and either tree-reduces the results (:func:`subset_statistics`) or
+labels) and either tree-reduces the results (:func:`statistics_graph`) or
 concatenates them (:func:`pointwise_norms`).  Kernels receive the array module
 ``xp`` so the same code runs on numpy and cupy chunks.
 """
@@ -92,6 +92,25 @@ def chunk_tasks(features: FeatureSet, labels: np.ndarray, keep):
         start += size
 
 
+def statistics_graph(
+    features: FeatureSet, labels: np.ndarray, method: str, xp=np, split_every: int = 8
+):
+    """The delayed moments of fold 1, fold 2 and test rows of all models.
+
+    Chunks whose rows are all unused are not read.  Partial moments merge in a
+    tree of fan-in ``split_every``.  Computing this together with other graphs
+    over the same chunks (one ``compute`` call) reads each chunk once.
+    """
+    kernel = dask.delayed(statistics_kernel, pure=True)
+    parts = [
+        kernel(lab, *blocks, names=features.names, offset=start, method=method, xp=xp)
+        for lab, blocks, start in chunk_tasks(
+            features, labels, lambda lab: bool((lab != UNUSED).any())
+        )
+    ]
+    return tree_reduce(parts, merge_subsets, method, xp, split_every=split_every)
+
+
 def subset_statistics(
     features: FeatureSet,
     labels: np.ndarray,
@@ -103,23 +122,12 @@ def subset_statistics(
 ):
     """One pass: the moments of fold 1, fold 2 and test rows of all models.
 
-    Chunks whose rows are all unused are not read.  Partial moments merge in a
-    tree of fan-in ``split_every``.
-
     Returns
     -------
     tuple of three :class:`~fredask.statistics.Moments` (or None if empty)
+        See :func:`statistics_graph`.
     """
-    kernel = dask.delayed(statistics_kernel, pure=True)
-    parts = [
-        kernel(lab, *blocks, names=features.names, offset=start, method=method, xp=xp)
-        for lab, blocks, start in chunk_tasks(
-            features, labels, lambda lab: bool((lab != UNUSED).any())
-        )
-    ]
-    return compute(
-        tree_reduce(parts, merge_subsets, method, xp, split_every=split_every), scheduler, progress
-    )
+    return compute(statistics_graph(features, labels, method, xp, split_every), scheduler, progress)
 
 
 def pointwise_norms(

@@ -10,6 +10,8 @@ two forms (SPEC section 6):
   squaring of the condition number.
 * ``"gram"``: the centred Gram matrix (one GEMM per chunk).  Fast, but its
   eigenvalues square the condition number.
+* ``"diagonal"``: only the per-column sums of squared deviations (what the
+  scalers need), at the cost of reading the data.
 
 Partial moments merge with the parallel (Chan et al.) update: the scatter of a
 union is the sum of the parts' scatters plus ``sum_i n_i (m_i - m)(m_i - m)^T``,
@@ -27,7 +29,10 @@ from scipy.linalg import lapack
 
 from fredask.splits import N_SUBSETS
 
+#: Scatter forms a global fit can use.
 METHODS = ("qr", "gram")
+#: All scatter forms, including the scalers' diagonal.
+SCATTER_FORMS = (*METHODS, "diagonal")
 
 
 @dataclass
@@ -42,7 +47,8 @@ class Moments:
         Column means.
     scatter : array
         ``"qr"``: an R factor ``(k, P)`` with ``R^T R`` the centred scatter;
-        ``"gram"``: the centred scatter ``(P, P)`` itself.
+        ``"gram"``: the centred scatter ``(P, P)`` itself;
+        ``"diagonal"``: its diagonal ``(P,)``.
     """
 
     count: int
@@ -70,7 +76,12 @@ def subset_moments(z, method: str, xp) -> Moments:
     """Moments of the rows of ``z`` (float64, shape (n, P), n >= 1; overwritten)."""
     mean = z.mean(axis=0)
     z -= mean
-    scatter = r_factor(z, xp) if method == "qr" else z.T @ z
+    if method == "qr":
+        scatter = r_factor(z, xp)
+    elif method == "gram":
+        scatter = z.T @ z
+    else:
+        scatter = (z * z).sum(axis=0)
     return Moments(int(z.shape[0]), mean, scatter)
 
 
@@ -85,8 +96,10 @@ def merge_moments(parts, method: str, xp) -> Moments | None:
     if method == "qr":
         stacked = xp.asfortranarray(xp.concatenate([p.scatter for p in parts] + [shifts]))
         scatter = r_factor(stacked, xp)
-    else:
+    elif method == "gram":
         scatter = sum(p.scatter for p in parts) + shifts.T @ shifts
+    else:
+        scatter = sum(p.scatter for p in parts) + (shifts * shifts).sum(axis=0)
     return Moments(count, mean, scatter)
 
 
@@ -117,7 +130,9 @@ def column_sum_squares(moments: Moments, method: str, xp):
     """Per-column sums of squared deviations from the subset mean."""
     if method == "qr":
         return (moments.scatter**2).sum(axis=0)
-    return xp.diagonal(moments.scatter).copy()
+    if method == "gram":
+        return xp.diagonal(moments.scatter).copy()
+    return moments.scatter.copy()
 
 
 def to_host(moments: Moments | None) -> Moments | None:
