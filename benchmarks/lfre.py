@@ -10,9 +10,10 @@ that script's own functions when missing), with ``X = features/m0`` and
 
 * fredask's :func:`fredask.metrics.local_reconstruction_error` on the Zarr
   arrays, on a ``LocalCluster`` of two single-threaded worker processes, and
-  its phases (statistics pass, test gather, neighbour search, neighbour
-  gather, local fits): the functions :func:`fredask.local.local_errors` calls
-  are wrapped with timers in this process while the public call runs;
+  its phases (statistics pass with the test rows, neighbour search, neighbour
+  gather feeding the local fits): the functions
+  :func:`fredask.local.local_errors` calls are wrapped with timers in this
+  process while the public call runs;
 * the floor, ``GEMM floor + local-fit floor``:
 
   - GEMM floor: one pass over the chunks of ``X`` on the same cluster, each
@@ -21,10 +22,11 @@ that script's own functions when missing), with ``X = features/m0`` and
     ``fredask.neighbours.BLOCK_ROWS`` rows, as fredask's kernel works, which
     avoids the 256 MiB product and is faster);
   - local-fit floor: :func:`fredask.local.local_fit_errors` alone, on the
-    in-memory neighbour arrays of the fredask run (rebuilt from the values the
-    wrapped functions return), the fastest of one call in this process with
-    the default BLAS threads, the same with one BLAS thread, and one call per
-    worker on its share of the test rows (arrays already there);
+    in-memory neighbour arrays of the fredask run (rebuilt from the store with
+    the neighbours, centre and scale the wrapped functions return), the
+    fastest of one call in this process with the default BLAS threads, the
+    same with one BLAS thread, and one call per worker on its share of the
+    test rows (arrays already there);
 
 * scikit-matter's ``local_reconstruction_error`` on in-memory float32 arrays
   loaded from the store (not timed), in a spawned child process whose peak
@@ -97,19 +99,12 @@ N_TEST = 1000
 #: Neighbours per test row: min(p, q) as in the paper.
 K = N_FEATURES
 #: The phases of fredask.local.local_errors, in order.
-PHASES = ("statistics", "test gather", "neighbour search", "neighbour gather", "local fits")
+PHASES = ("statistics and test rows", "neighbour search", "neighbour gather and local fits")
 #: The names local_errors calls from fredask.local's namespace that are timed, and
 #: fit_scaling, whose result (the train centre and scale) the local-fit floor needs.
-#: ``compute`` there is the final pass (the local fits as Dask tasks); older
-#: versions called ``local_fit_errors`` in the client instead.
-WRAPPED = (
-    "subset_statistics",
-    "gather_rows_pass",
-    "nearest_train_rows",
-    "fit_scaling",
-    "compute",
-    "local_fit_errors",
-)
+#: ``compute`` there runs the first pass (statistics and test rows) and the last
+#: (neighbour gather feeding the local fits, as Dask tasks).
+WRAPPED = ("nearest_train_rows", "fit_scaling", "compute")
 
 
 # ------------------------------------------------------------------------- split
@@ -182,56 +177,44 @@ def phase_timers(calls: list[tuple[str, float, object]]):
 def phase_seconds(calls: list[tuple[str, float, object]]) -> dict[str, float]:
     """Seconds per phase, from the calls in the order ``local_errors`` makes them."""
     phases = dict.fromkeys(PHASES, 0.0)
-    gathers = 0
-    for name, seconds, _ in calls:
-        if name == "gather_rows_pass":
-            if gathers > 1:
-                raise RuntimeError("local_errors gathered rows more than twice: update PHASES")
-            phase = ("test gather", "neighbour gather")[gathers]
-            gathers += 1
-        else:
-            phase = {
-                "subset_statistics": "statistics",
-                "nearest_train_rows": "neighbour search",
-                "compute": "local fits",
-                "local_fit_errors": "local fits",
-            }.get(name)
-        if phase is not None:
-            phases[phase] += seconds
+    passes = [seconds for name, seconds, _ in calls if name == "compute"]
     made = [name for name, _, _ in calls]
-    if gathers != 2 or "nearest_train_rows" not in made or phases["local fits"] == 0.0:
+    if len(passes) != 2 or "nearest_train_rows" not in made:
         raise RuntimeError(f"local_errors called {made}: update PHASES and WRAPPED")
+    phases[PHASES[0]], phases[PHASES[2]] = passes
+    phases[PHASES[1]] = sum(s for name, s, _ in calls if name == "nearest_train_rows")
     return phases
 
 
 # ------------------------------------------------------------------------ local fits
 
 
-def neighbour_arrays(calls: list[tuple[str, float, object]]) -> tuple:
-    """The in-memory inputs of the local fits, rebuilt from the wrapped calls' values.
+def neighbour_arrays(calls: list[tuple[str, float, object]], features: dict, test_idx) -> tuple:
+    """The in-memory inputs of the local fits, rebuilt from the store.
 
     Returns ``(x_neighbours, y_neighbours, x_test, y_test)`` as ``local_errors``
-    passes them to ``local_fit_errors``: scaled, neighbours in distance order,
-    test rows in increasing row order.
+    passes them to ``local_fit_errors``: scaled with the centre and scale the
+    run fitted, neighbours in the run's distance order, test rows in
+    increasing row order.
     """
     values = defaultdict(list)
     for name, _, value in calls:
         values[name].append(value)
     [(centre, scale)] = values["fit_scaling"]
-    test, pool = values["gather_rows_pass"]
     [(_, rows)] = values["nearest_train_rows"]
-    needed = np.unique(rows.ravel())
-    index = np.searchsorted(needed, rows)
-    arrays, start = {}, 0
-    for name, block in test.items():  # model order = column order of the centre
-        cols = slice(start, start + block.shape[1])
-        start += block.shape[1]
-        arrays[name] = (
-            (pool[name] - centre[cols]) / scale[cols],
-            (block - centre[cols]) / scale[cols],
+    needed, index = np.unique(rows, return_inverse=True)
+    out, start = [], 0
+    for name in (SOURCE, TARGET):  # model order = column order of the centre
+        array = features[name]
+        cols = slice(start, start + array.shape[1])
+        start += array.shape[1]
+        pool, test = (
+            (array.get_orthogonal_selection((r, slice(None))) - centre[cols]) / scale[cols]
+            for r in (needed, np.sort(test_idx))
         )
-    (x_pool, x_test), (y_pool, y_test) = arrays.values()
-    return x_pool[index], y_pool[index], x_test, y_test
+        out.append((pool[index.reshape(rows.shape)], test))
+    (x_pool, x_test), (y_pool, y_test) = out
+    return x_pool, y_pool, x_test, y_test
 
 
 def fredask_source_digest() -> str:
@@ -316,7 +299,7 @@ def measure_fredask(client: distributed.Client, features: dict, test_idx, train_
         )
     phases = phase_seconds(calls)
     phases["rest"] = run.seconds - sum(phases.values())
-    arrays = neighbour_arrays(calls)
+    arrays = neighbour_arrays(calls, features, test_idx)
     del calls
     floor = local_fit_floor(client, arrays)
     # the floor's inputs are right if its errors give fredask's LFRE
@@ -467,7 +450,7 @@ def size_row(r: dict) -> list[str]:
         f"{r['n_train']:,}",
         _fmt(total),
         _fmt(phases["neighbour search"]),
-        _fmt(phases["local fits"]),
+        _fmt(phases[PHASES[2]]),
         _fmt(gemm),
         _fmt(f["local_fit_floor_s"]),
         _fmt(phases["neighbour search"] / gemm),
@@ -543,7 +526,7 @@ def floor_row(r: dict) -> list[str]:
         _fmt(blocked),
         _fmt(search / gemm),
         _fmt(search / blocked),
-        _fmt(f["phases_s"]["local fits"]),
+        _fmt(f["phases_s"][PHASES[2]]),
         f"{_fmt(f['local_fit_default_threads_s'])} ({f['client_blas_threads']})",
         _fmt(f["local_fit_one_thread_s"]),
         _fmt(f["local_fit_on_workers_s"]),
@@ -586,7 +569,7 @@ def report(results: list[dict], context: dict) -> str:
         "N_train",
         "fredask total s",
         "neighbour search s",
-        "local fits s",
+        "neighbour gather + local fits s",
         "GEMM floor s",
         "local-fit floor s",
         "search/GEMM floor",
@@ -658,7 +641,7 @@ def report(results: list[dict], context: dict) -> str:
                 f"GEMM floor, {BLOCK_ROWS}-row slices s",
                 "search/GEMM floor",
                 "search/sliced GEMM floor",
-                "local fits in fredask s",
+                "neighbour gather + local fits in fredask s",
                 "local fits, default BLAS threads s",
                 "local fits, 1 BLAS thread s",
                 "local fits on 2 workers s",

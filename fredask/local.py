@@ -4,11 +4,11 @@ scikit-matter's semantics (SPEC section 5): both spaces scaled on the train
 rows; for each test row the ``k`` train rows nearest in the scaled source
 space (ties by row index); those neighbours centred on their own means; one
 ``Ridge2FoldCV`` fitted on them in distance order; the test row predicted as
-``y_bar + (x - x_bar) W``.  Here: one statistics pass for the scalers, one
-pass gathering the test rows, one streamed neighbour search per source model
-(shared by all its targets: the ``k`` nearest for a smaller ``k`` are the
-first ``k`` of a longer list), one pass gathering the neighbours' rows, and
-all local fits of a pair solved as one batched computation.
+``y_bar + (x - x_bar) W``.  Here: one pass for the scalers' statistics and the
+test rows, one streamed neighbour search per source model (shared by all its
+targets: the ``k`` nearest for a smaller ``k`` are the first ``k`` of a longer
+list), and one pass gathering the neighbours' rows straight into the local
+fits, which are solved as batched linear algebra over blocks of test rows.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 from fredask.cluster import Scheduler, compute
 from fredask.engine import Pair, fit_scaling
 from fredask.features import FeatureSet
-from fredask.neighbours import gather_rows_pass, nearest_train_rows
-from fredask.passes import subset_statistics
+from fredask.neighbours import gather_rows_graph, nearest_train_rows
+from fredask.passes import statistics_graph
 from fredask.settings import RidgeSettings, ScalerSettings
 from fredask.solvers import ridge_2fold_batched
 from fredask.splits import FOLD1, FOLD2, Split, fold_positions, row_labels
@@ -89,19 +89,21 @@ def local_errors(
         ks[(source, target)] = k
 
     labels = row_labels(features.n_rows, split, ridge.random_state, ridge.shuffle)
-    moments = subset_statistics(features, labels, "gram", scheduler, progress=progress)
+    test_rows = np.sort(split.test_idx)
+    # one read: the scalers' statistics and the test rows
+    moments, test = compute(
+        [
+            statistics_graph(features, labels, "diagonal"),
+            gather_rows_graph(features, test_rows),
+        ],
+        scheduler,
+        progress,
+    )
     if moments[FOLD1] is None or moments[FOLD2] is None:
         raise ValueError("the train rows are too few for two folds")
-    train = merge_moments([to_host(m) for m in moments[FOLD1 : FOLD2 + 1]], "gram", np)
-    centre, scale = fit_scaling(train, features, scaler, "gram")
-
-    def scaled(name: str, values: np.ndarray) -> np.ndarray:
-        cols = features.columns(name)
-        return (values - centre[cols]) / scale[cols]
-
-    test_rows = np.sort(split.test_idx)
-    test = gather_rows_pass(features, test_rows, scheduler, progress=progress)
-    test = {name: scaled(name, values) for name, values in test.items()}
+    train = merge_moments([to_host(m) for m in moments[FOLD1 : FOLD2 + 1]], "diagonal", np)
+    centre, scale = fit_scaling(train, features, scaler, "diagonal")
+    test = _scaled(test, features, centre, scale)
 
     neighbours = {}
     for source in dict.fromkeys(s for s, _ in pairs):
@@ -118,17 +120,19 @@ def local_errors(
             scheduler,
             progress=progress,
         )
-    needed = np.unique(np.concatenate([rows.ravel() for rows in neighbours.values()]))
-    pool = gather_rows_pass(features, needed, scheduler, progress=progress)
-    pool = {name: scaled(name, values) for name, values in pool.items()}
 
-    # the local fits run as Dask tasks over blocks of test rows: each pool array
-    # travels once per worker, and BLAS runs single-threaded next to the others
+    # one read of the chunks holding neighbours, feeding the local fits (Dask
+    # tasks over blocks of test rows) without a round trip through the client
+    needed = np.unique(np.concatenate([rows.ravel() for rows in neighbours.values()]))
+    pool = gather_rows_graph(features, needed)  # input dtype: scaled block by block
+    shifts = {
+        name: (centre[features.columns(name)], scale[features.columns(name)])
+        for name in features.names
+    }
     if isinstance(scheduler, str):
         share = functools.partial(dask.delayed, pure=True)
-    else:  # send each array to the cluster once, not inside the task graph
+    else:  # send the test rows to the cluster once, not inside every task
         share = scheduler.scatter
-    pool = {name: share(values) for name, values in pool.items()}
     shared_test = {name: share(values) for name, values in test.items()}
     fit = dask.delayed(_block_errors, pure=True)
     tasks = {}
@@ -137,8 +141,10 @@ def local_errors(
         eps = ridge.eps(features.dtypes[features.names.index(source)])
         tasks[(source, target)] = [
             fit(
-                pool[source],
-                pool[target],
+                pool,
+                {name: shifts[name] for name in (source, target)},
+                source,
+                target,
                 index[block],
                 shared_test[source],
                 shared_test[target],
@@ -156,15 +162,26 @@ def local_errors(
     }
 
 
+def _scaled(rows: dict, features: FeatureSet, centre, scale) -> dict:
+    """Rows of every model, centred and scaled, as float64."""
+    return {
+        name: (values - centre[features.columns(name)]) / scale[features.columns(name)]
+        for name, values in rows.items()
+    }
+
+
 def _blocks(n: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-def _block_errors(pool_x, pool_y, index, x_test, y_test, block, ridge, eps, xp):
-    """:func:`local_fit_errors` of one block of test rows, gathering from the pools."""
-    return local_fit_errors(
-        pool_x[index], pool_y[index], x_test[block], y_test[block], ridge, eps, xp
-    )
+def _block_errors(pool, shifts, source, target, index, x_test, y_test, block, ridge, eps, xp):
+    """:func:`local_fit_errors` of one block of test rows, gathering from the pool.
+
+    ``pool`` holds the neighbours' rows in the input dtype; ``shifts`` the
+    (centre, scale) of each model, applied here in float64.
+    """
+    x, y = ((pool[name][index] - shifts[name][0]) / shifts[name][1] for name in (source, target))
+    return local_fit_errors(x, y, x_test[block], y_test[block], ridge, eps, xp)
 
 
 def local_fit_errors(

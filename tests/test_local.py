@@ -236,3 +236,31 @@ def test_smallest_k_orders_exact_ties_by_row_index():
             assert list(got_d[i]) == [d for d, _ in expected]
             assert list(got_r[i]) == [r for _, r in expected]
             assert list(merged_r[i]) == [r for _, r in expected]
+
+
+@pytest.mark.parametrize("block_rows", [3, 16, 4096])
+def test_streamed_search_equals_brute_force_with_ties(monkeypatch, block_rows):
+    """Blocks, chunks, pruning by the k-th distance and the tree merge give the
+    brute-force (distance, row index) order, also with many exact ties."""
+    from fredask import neighbours
+    from fredask.features import as_feature_set
+    from fredask.splits import Split, row_labels
+
+    monkeypatch.setattr(neighbours, "BLOCK_ROWS", block_rows)
+    rng = np.random.default_rng(7)
+    n, p, k = 301, 3, 17
+    x = rng.integers(0, 3, size=(n, p)).astype(np.float64)  # few distinct rows: ties
+    features = as_feature_set({"x": da.from_array(x, chunks=(23, p))})
+    split = Split(train_idx=rng.permutation(n)[:250], test_idx=np.arange(250, 260))
+    labels = row_labels(n, split)
+    train = np.sort(split.train_idx)
+    test = x[split.test_idx]
+    centre, scale = np.zeros(p), np.ones(p)
+    distances, rows = neighbours.nearest_train_rows(
+        features, labels, "x", test, centre, scale, k, "sync"
+    )
+    for i, t in enumerate(test):
+        d = (x[train] ** 2).sum(axis=1) + (t**2).sum() - 2 * x[train] @ t
+        order = np.lexsort((train, d))[:k]
+        np.testing.assert_array_equal(rows[i], train[order])
+        np.testing.assert_array_equal(distances[i], d[order])
