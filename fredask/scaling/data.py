@@ -168,7 +168,8 @@ def synthetic_inputs(path: str | Path, structure_atoms: int = 16) -> StudyInputs
     sizes = np.full(n_atoms // structure_atoms, structure_atoms, dtype=np.int64)
     if n_atoms % structure_atoms:
         sizes = np.append(sizes, n_atoms % structure_atoms)
-    return StudyInputs(features, sizes, str(path), chunk_rows=features["m0"].chunks[0][0])
+    chunk_rows = group.attrs.get("chunk_rows", features["m0"].chunks[0][0])
+    return StudyInputs(features, sizes, str(path), chunk_rows=int(chunk_rows))
 
 
 def structure_inputs(n_atoms: int, chunk_rows: int = 32_768, min_atoms: int = 8) -> StudyInputs:

@@ -159,6 +159,35 @@ def weak_scaling_figure(results: pd.DataFrame, title: str = "") -> Figure:
     return figure
 
 
+PARAMETER_LABELS = {"chunk_rows": "rows per chunk", "n_features": "features per model"}
+
+
+def sweep_figure(results: pd.DataFrame, parameter: str, title: str = "") -> Figure:
+    """Time (floor dashed) and time / floor against ``chunk_rows`` or ``n_features``."""
+    table = with_scaling(results)
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    time_ax, ratio_ax = figure.subplots(1, 2)
+    others = [k for k in ("stage", "n_atoms", "n_features", "chunk_rows") if k != parameter]
+    keys = [*others, "workers"]
+    for (key, group), colour in zip(table.groupby(keys), _colours(table, keys), strict=False):
+        group = group.sort_values(parameter)
+        label = f"{key[0]} N={_atoms(int(key[1]))}, {key[-1]} worker{'s' * (key[-1] > 1)}"
+        time_ax.plot(group[parameter], group["seconds"], "o-", color=colour, label=label)
+        time_ax.plot(group[parameter], group["floor_s"], "x--", color=colour, alpha=0.6)
+        ratio_ax.plot(group[parameter], group["ratio_to_floor"], "o-", color=colour)
+    label = PARAMETER_LABELS.get(parameter, parameter)
+    time_ax.set(xscale="log", xlabel=label, ylabel="time s (floor: dashed)")
+    ratio_ax.set(xscale="log", xlabel=label, ylabel="time / floor")
+    ratio_ax.axhline(1.0, linestyle=":", color="grey")
+    for ax in (time_ax, ratio_ax):
+        ticks = np.sort(table[parameter].unique())
+        ax.set_xticks(ticks, [f"{int(t):,}" for t in ticks])
+        ax.minorticks_off()
+    time_ax.legend(fontsize=7)
+    figure.suptitle(title or f"Time against {label}", fontsize=10)
+    return figure
+
+
 def _colours(table: pd.DataFrame, keys=POINT) -> list:
     from matplotlib import colormaps
 
@@ -193,21 +222,41 @@ FLOOR_DEFINITION = (
 )
 
 
-def markdown_report(results: pd.DataFrame, title: str, notes: list[str] | None = None) -> str:
-    """A markdown page: title, machine, notes, definitions and the table."""
+def markdown_report(
+    results: pd.DataFrame,
+    title: str,
+    notes: list[str] | None = None,
+    sections: dict[str, pd.DataFrame] | None = None,
+) -> str:
+    """A markdown page: title, machine, notes, definitions and the table(s).
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        All rows (for the machine line, and the table when no sections).
+    title : str
+        Page title.
+    notes : list of str, optional
+        Paragraphs after the machine line.
+    sections : dict of str to pandas.DataFrame, optional
+        One table per heading instead of one table of all rows.
+    """
     machines = ", ".join(sorted(results["machine"].unique()))
     lines = [
         f"# {title}",
         "",
         f"Machine: {machines}.",
         "",
-        *[f"{note}" for note in notes or []],
+        *(notes or []),
         "",
         f"Definitions: {FLOOR_DEFINITION} Speed-up: t(w0) / t(w) against the fewest "
         "workers w0 of the same point; efficiency: speed-up x w0 / w; floor speed-up: the "
         "same for the floor (what the machine allows). Load: 1-minute load average before "
         "and after each point (the machine may be shared).",
         "",
-        markdown_table(results),
     ]
-    return "\n".join(lines) + "\n"
+    if sections is None:
+        lines.append(markdown_table(results))
+    for heading, rows in (sections or {}).items():
+        lines += [f"## {heading}", "", markdown_table(rows), ""]
+    return "\n".join(lines).rstrip("\n") + "\n"

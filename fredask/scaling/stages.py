@@ -164,40 +164,44 @@ def _row_blocks(n_rows: int, chunk_rows: int) -> list[int]:
     return [chunk_rows] * full + ([rest] if rest else [])
 
 
-def gemm_floor(stage: str, inputs: StudyInputs, client, options: StageOptions, rows=None):
-    """The stage's GEMM over ``rows`` rows (default all) from a block each worker holds.
+def held_blocks(stage: str, inputs: StudyInputs, client, options: StageOptions) -> list:
+    """Random blocks of one chunk each, scattered to every worker (before timing).
+
+    ``gfre``: one ``chunk x (all models' columns)`` float32 block; ``lfre``: one
+    ``chunk x p`` float64 block and the ``n_test x p`` test rows.
+    """
+    arrays = stage_inputs(stage, inputs)
+    rows = min(inputs.chunk_rows, inputs.n_atoms)
+    rng = np.random.default_rng(0)
+    if stage == "gfre":
+        width = sum(a.shape[1] for a in arrays)
+        blocks = [rng.standard_normal((rows, width)).astype(np.float32)]
+    else:
+        n_test = lfre_rows(inputs.n_atoms, options.n_test)[0].size
+        width = arrays[0].shape[1]
+        blocks = [rng.standard_normal((rows, width)), rng.standard_normal((n_test, width))]
+    return client.scatter(blocks, broadcast=True)
+
+
+def gemm_pass(stage: str, held: list, n_rows: int, chunk_rows: int, client):
+    """The stage's GEMM over ``n_rows`` rows in blocks of ``chunk_rows``, on held blocks.
 
     Returns
     -------
     object
         The reduced result (so the products are really computed).
     """
-    arrays = list(inputs.features.values())
-    n_rows = inputs.n_atoms if rows is None else rows
-    chunk = arrays[0].chunks[0][0]
-    rng = np.random.default_rng(0)
+    blocks = _row_blocks(n_rows, chunk_rows)
     if stage == "gfre":
-        width = sum(a.shape[1] for a in arrays)
-        block = rng.standard_normal((chunk, width)).astype(np.float32)
-        [held] = client.scatter([block], broadcast=True)
-        parts = [
-            client.submit(_block_gram, held, r, pure=False) for r in _row_blocks(n_rows, chunk)
-        ]
-        return client.submit(sum, parts, pure=False).result()
-    if stage == "lfre":
+        parts = [client.submit(_block_gram, held[0], r, pure=False) for r in blocks]
+    else:
         from fredask.neighbours import BLOCK_ROWS
 
-        x, _ = _pair(inputs)
-        block = rng.standard_normal((chunk, x.shape[1]))
-        n_test = lfre_rows(inputs.n_atoms, options.n_test)[0].size
-        test = rng.standard_normal((n_test, x.shape[1]))
-        held, test = client.scatter([block, test], broadcast=True)
         parts = [
-            client.submit(_block_distances, held, test, r, BLOCK_ROWS, pure=False)
-            for r in _row_blocks(n_rows, chunk)
+            client.submit(_block_distances, held[0], held[1], r, BLOCK_ROWS, pure=False)
+            for r in blocks
         ]
-        return client.submit(sum, parts, pure=False).result()
-    return None
+    return client.submit(sum, parts, pure=False).result()
 
 
 def stage_inputs(stage: str, inputs: StudyInputs) -> list[da.Array]:
@@ -215,13 +219,17 @@ def measure_floor(
         nan = float("nan")
         return {"read_floor_s": nan, "gemm_floor_s": nan, "floor_s": nan}
     arrays = stage_inputs(stage, inputs)
-    chunk = arrays[0].chunks[0][0]
+    chunk = min(inputs.chunk_rows, inputs.n_atoms)
     read_all([a[: 2 * chunk] for a in arrays], client)  # warm-up
-    gemm_floor(stage, inputs, client, options, rows=2 * chunk)
     read = timed(client, lambda: read_all(arrays, client), repeats).seconds
     gemm = 0.0
     if stage in ("gfre", "lfre"):
-        gemm = timed(client, lambda: gemm_floor(stage, inputs, client, options), repeats).seconds
+        held = held_blocks(stage, inputs, client, options)
+        gemm_pass(stage, held, 2 * chunk, chunk, client)  # warm-up
+        gemm = timed(
+            client, lambda: gemm_pass(stage, held, inputs.n_atoms, chunk, client), repeats
+        ).seconds
+        del held
     return {"read_floor_s": read, "gemm_floor_s": gemm, "floor_s": read + gemm}
 
 

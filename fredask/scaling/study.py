@@ -26,7 +26,14 @@ from fredask.scaling.data import (
     synthetic_store,
 )
 from fredask.scaling.measure import MIB, load_average, machine, timed
-from fredask.scaling.stages import RUNNERS, STAGES, StageOptions, measure_floor, warm_up
+from fredask.scaling.stages import (
+    RUNNERS,
+    STAGES,
+    StageOptions,
+    measure_floor,
+    stage_inputs,
+    warm_up,
+)
 
 
 @dataclass(frozen=True)
@@ -99,18 +106,24 @@ def _log(message: str, quiet: bool) -> None:
 
 
 def measure_point(grid: Grid, inputs: StudyInputs, client, n_workers: int) -> dict:
-    """Floor and stage timing of one point on ``client`` (``n_workers`` workers)."""
+    """Floor and stage timing of one point on ``client`` (``n_workers`` workers).
+
+    ``n_models``, ``n_features``, ``input_mib`` and ``mib_per_s`` describe the
+    arrays the stage reads (the LFRE: the first two models).
+    """
     load_before = load_average()
     warm_up(grid.stage, inputs, client, grid.options)
     floor = measure_floor(grid.stage, inputs, client, grid.options, grid.repeats)
     runner = RUNNERS[grid.stage]
     run = timed(client, lambda: runner(inputs, client, grid.options), grid.repeats)
     peaks = list(run.worker_peak_rss.values()) or [float("nan")]
-    widths = [a.shape[1] for a in inputs.features.values()]
+    read = stage_inputs(grid.stage, inputs)
+    widths = [a.shape[1] for a in read]
+    nbytes = sum(a.nbytes for a in read)
     return {
         "stage": grid.stage,
         "n_atoms": inputs.n_atoms,
-        "n_models": len(inputs.features) or 1,
+        "n_models": len(read) or 1,
         "n_features": widths[0] if widths else 0,
         "chunk_rows": inputs.chunk_rows,
         "workers": n_workers,
@@ -118,8 +131,8 @@ def measure_point(grid: Grid, inputs: StudyInputs, client, n_workers: int) -> di
         **floor,
         "ratio_to_floor": run.seconds / floor["floor_s"],
         "atoms_per_s": inputs.n_atoms / run.seconds,
-        "input_mib": inputs.nbytes / MIB,
-        "mib_per_s": inputs.nbytes / MIB / run.seconds if inputs.nbytes else float("nan"),
+        "input_mib": nbytes / MIB,
+        "mib_per_s": nbytes / MIB / run.seconds if nbytes else float("nan"),
         "peak_worker_rss_mib": max(peaks) / MIB,
         "mean_worker_rss_mib": sum(peaks) / len(peaks) / MIB,
         "client_peak_rss_mib": run.client_peak_rss / MIB,

@@ -1,0 +1,148 @@
+"""Benchmark: the committed scaling study of fredask on this machine.
+
+Runs :mod:`fredask.scaling` (the library behind ``fredask bench``) over
+
+* ``gfre``: the all-pairs GFRE matrix (exact ``qr`` statistics) of 4 synthetic
+  models x 128 float32 features at 10^5, 10^6 and 10^7 atoms, chunks of 32768
+  rows, on 1 and 2 workers;
+* ``chunks``: the same at 10^6 atoms with chunks of 8192 and 131072 rows;
+* ``features``: the same at 10^6 atoms with 64 and 256 features per model;
+* ``lfre``: the LFRE of model m1 from m0 (1000 test rows, k = 128) at 10^5
+  and 10^6 atoms;
+* ``cumulants``: the order-8 structure cumulants of the 4 models (structures
+  of 16 atoms) at 10^5 and 10^6 atoms;
+
+each on 1 and 2 single-threaded worker processes, with the floor of
+``gfre_matrix.py`` generalised (read once + one GEMM; see
+``fredask/scaling/stages.py``).  The synthetic data is ``gfre_matrix.py``'s
+generator, in stores ``benchmarks/_data/scaling_n{N}_m{M}_f{F}_c{C}_s0.zarr``
+written once and reused (10^7 x 4 x 128: 17 GiB).
+
+Output under ``benchmarks/results/``: ``scaling.csv`` (one row per point and
+worker count, with the machine and the load average before and after),
+``scaling.md`` and the plots ``scaling_*.png``.
+
+Usage::
+
+    .venv/bin/python benchmarks/scaling.py
+    .venv/bin/python benchmarks/scaling.py --atoms 1e4 1e5 --sweep-atoms 1e5 \\
+        --output /tmp/scaling   # a quick try
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pandas as pd
+from gfre_matrix import DATA_DIR, RESULTS_DIR, library_versions, log
+
+from fredask.scaling import (
+    Grid,
+    StageOptions,
+    markdown_report,
+    run_study,
+    sweep_figure,
+    write_csv,
+    write_plots,
+)
+from fredask.scaling.measure import load_average, machine
+
+PARTS = ("gfre", "chunks", "features", "lfre", "cumulants")
+CHUNK_ROWS = 32_768
+N_FEATURES = 128
+
+
+def study_grids(args: argparse.Namespace) -> dict[str, Grid]:
+    """The grids of the study, by part."""
+    common = {"workers": [1, 2], "n_models": 4, "data_dir": str(args.data_dir)}
+    sweep = [args.sweep_atoms]
+    small = sorted(n for n in args.atoms if n <= args.sweep_atoms)
+    grids = {
+        "gfre": Grid("gfre", atoms=args.atoms, **common),
+        "chunks": Grid("gfre", atoms=sweep, chunk_rows=[CHUNK_ROWS // 4, CHUNK_ROWS * 4], **common),
+        "features": Grid("gfre", atoms=sweep, features=[N_FEATURES // 2, N_FEATURES * 2], **common),
+        "lfre": Grid("lfre", atoms=small, options=StageOptions(n_test=1000), **common),
+        "cumulants": Grid("cumulants", atoms=small, options=StageOptions(order=8), **common),
+    }
+    return {part: grids[part] for part in args.parts}
+
+
+def main_part(results: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """The rows of ``stage`` outside the chunk and feature sweeps."""
+    return results[(results["stage"] == stage) & ~results["part"].isin(["chunks", "features"])]
+
+
+def sweep_part(results: pd.DataFrame, part: str, parameter: str, atoms: int) -> pd.DataFrame:
+    """The sweep's rows and the main grid's row at the same atoms."""
+    same = (results["stage"] == "gfre") & (results["n_atoms"] == atoms)
+    default = (results["chunk_rows"] == CHUNK_ROWS) & (results["n_features"] == N_FEATURES)
+    return results[same & ((results["part"] == part) | default)].drop_duplicates(
+        subset=[parameter, "workers"]
+    )
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    count = lambda text: int(float(text))  # noqa: E731
+    parser.add_argument("--atoms", type=count, nargs="+", default=[10**5, 10**6, 10**7])
+    parser.add_argument("--sweep-atoms", type=count, default=10**6)
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    host = machine()
+    start_load, start = load_average(), time.perf_counter()
+    parts = []
+    for part, grid in study_grids(args).items():
+        log(f"--- {part}: {grid.stage}, atoms {grid.atoms}, workers {grid.workers}")
+        parts.append(run_study(grid).assign(part=part))
+    results = pd.concat(parts, ignore_index=True)
+    end_load, minutes = load_average(), (time.perf_counter() - start) / 60
+    output = args.output
+    write_csv(results, output / "scaling.csv")
+    images = []
+    for stage in results["stage"].unique():
+        rows = main_part(results, stage)
+        paths = write_plots(
+            rows, output, f"scaling_{stage}", title=f"{stage}, {host['description']}"
+        )
+        images += list(paths.values())
+    for part, parameter in (("chunks", "chunk_rows"), ("features", "n_features")):
+        if part in args.parts:
+            rows = sweep_part(results, part, parameter, args.sweep_atoms)
+            path = output / f"scaling_{part}.png"
+            sweep_figure(rows, parameter, title=f"gfre, {host['description']}").savefig(
+                path, dpi=120
+            )
+            images.append(path)
+    versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
+    notes = [
+        f"Load average (1 min): {start_load:.2f} at start, {end_load:.2f} at end of the "
+        f"{minutes:.0f}-minute study; per point in the last column. The machine is shared "
+        "with other work, so load above about 0.1 means another process was running.",
+        "",
+        f"Versions: {versions}.",
+        "",
+        "Command: `.venv/bin/python benchmarks/scaling.py` (parts: "
+        + ", ".join(args.parts)
+        + "). Data: synthetic float32 features (the generator of `gfre_matrix.py`) in "
+        "zstd-compressed Zarr stores under `benchmarks/_data/`; fredask times include reading "
+        "them; cold or warm page cache as left by the previous point (a 10^7 x 4 x 128 store, "
+        "17 GiB, does not fit in this machine's page cache next to the others).",
+        "",
+        "Plots: " + ", ".join(f"[{p.name}]({p.name})" for p in images) + ".",
+    ]
+    sections = {part: results[results["part"] == part] for part in args.parts}
+    markdown = markdown_report(results, "Scaling study", notes, sections)
+    (output / "scaling.md").write_text(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
