@@ -1,4 +1,4 @@
-"""Command line: ``fredask extract | ingest | info | compare | demo``."""
+"""Command line: ``fredask extract | ingest | info | compare | cumulants | demo``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from fredask.cluster_cli import add_parser as add_cluster_parser
 from fredask.compare import METRICS, reconstruction_matrix
 from fredask.scaling.cli import add_parser as add_bench_parser
 from fredask.settings import RidgeSettings
-from fredask.splits import Split, resolve_split, stratified_split
+from fredask.splits import Split, split_usable
 from fredask.store import FeatureStore, StoreError
 
 
@@ -48,16 +48,80 @@ def store_features(store: str | Path) -> tuple[dict[str, zarr.Array], FeatureSto
 
 def _split(args, n_rows: int, store: FeatureStore | None) -> Split:
     usable = np.arange(n_rows) if store is None else store.usable_rows()
-    if args.split == "paper":
-        if store is None:
-            raise SystemExit("--split paper needs a fredask store (it stratifies by subset)")
-        local = stratified_split(store.atom_subsets()[usable], n_test=args.n_test, seed=args.seed)
-    else:
-        local = resolve_split(usable.size)
-    return Split(train_idx=usable[local.train_idx], test_idx=usable[local.test_idx])
+    if args.split == "paper" and store is None:
+        raise SystemExit("--split paper needs a fredask store (it stratifies by subset)")
+    groups = None if store is None else store.atom_subsets()
+    return split_usable(usable, groups, args.split or "default", args.n_test, args.seed)
+
+
+def _open_store(path: Path, mode: str = "r") -> FeatureStore:
+    try:
+        return FeatureStore.open(path, mode=mode)
+    except StoreError as error:
+        raise SystemExit(str(error)) from None
+
+
+def cumulants(args: argparse.Namespace) -> None:
+    """Per-structure cumulants of every (or the named) model, into the store."""
+    from fredask.structure_features import write_cumulants
+
+    store = _open_store(args.store, mode="a")
+    client = _client(args.cluster)
+    for name in args.model or store.feature_names():
+        start = time.perf_counter()
+        try:
+            array = write_cumulants(
+                store,
+                name,
+                args.order,
+                root_scale=not args.no_root_scale,
+                kappa8=args.kappa8,
+                client=client,
+                overwrite=args.overwrite,
+            )
+        except (StoreError, ValueError) as error:  # also NaN features, naming the structure
+            raise SystemExit(str(error)) from None
+        print(
+            f"{name}: cumulants 1..{array.attrs['order']} ({array.attrs['kappa8']} kappa_8) "
+            f"of {array.attrs['n_features']} features, {array.shape[0]} structures -> "
+            f"{array.path} in {time.perf_counter() - start:.1f} s"
+        )
+
+
+def compare_structures(args: argparse.Namespace) -> None:
+    """``compare --level structure``: models' cumulants, and one model's orders."""
+    from fredask.structure_compare import structure_comparisons, structure_split
+    from fredask.structure_features import cumulant_names, write_cumulants
+
+    store = _open_store(args.store, mode="a")
+    names = store.feature_names()
+    client = _client(args.cluster)
+    for name in sorted(set(names) - set(cumulant_names(store))):
+        print(f"{name}: no cumulants in the store yet, computing them (fredask cumulants)")
+        write_cumulants(store, name, client=client)
+    split = structure_split(store, names, args.split or "paper", args.n_test, args.seed)
+    results = structure_comparisons(
+        store,
+        args.metric or ["gfre", "lfre"],
+        names=names,
+        order=args.order,
+        order_model=args.order_matrix,
+        split=split,
+        method=args.method,
+        client=client,
+        n_local_points=args.n_local_points,
+        estimator=RidgeSettings(precision=args.precision),
+    )
+    start = time.perf_counter()
+    for stem, result in results:
+        print(f"{stem} in {time.perf_counter() - start:.1f} s")
+        _report(result, args.output, stem)
+        start = time.perf_counter()
 
 
 def compare(args: argparse.Namespace) -> None:
+    if args.level == "structure":
+        return compare_structures(args)
     features, store = store_features(args.store)
     if len(features) < 2:
         raise SystemExit(
@@ -65,7 +129,7 @@ def compare(args: argparse.Namespace) -> None:
         )
     client = _client(args.cluster)
     split = _split(args, next(iter(features.values())).shape[0], store)
-    for metric in args.metric:
+    for metric in args.metric or ["gfre"]:
         start = time.perf_counter()
         result = reconstruction_matrix(
             features,
@@ -239,7 +303,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="all-pairs errors of the models in a store")
     p.add_argument("store", type=Path, help="fredask store (or Zarr group with features/)")
-    p.add_argument("--metric", nargs="+", choices=METRICS, default=["gfre"])
+    p.add_argument(
+        "--metric",
+        nargs="+",
+        choices=METRICS,
+        help="default: gfre; gfre lfre with --level structure",
+    )
+    p.add_argument(
+        "--level",
+        choices=("atom", "structure"),
+        default="atom",
+        help="compare atom features, or per-structure cumulants (computed into the store "
+        "when missing) between models and between the orders of one model",
+    )
+    p.add_argument("--order", type=int, help="--level structure: use cumulants 1..ORDER")
+    p.add_argument(
+        "--order-matrix",
+        metavar="MODEL",
+        help="--level structure: the model whose orders are compared (default: the first; "
+        "'' for none)",
+    )
     p.add_argument(
         "--n-local-points", type=int, help="LFRE neighbours (default: min(p, q) per pair)"
     )
@@ -259,14 +342,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--split",
         choices=("default", "paper"),
-        default="default",
-        help="scikit-matter's 50/50 split, or the paper's stratified test set",
+        help="scikit-matter's 50/50 split (default for atoms), or the paper's stratified "
+        "test set (default for structures)",
     )
-    p.add_argument("--n-test", type=int, default=1000, help="test atoms of --split paper")
+    p.add_argument(
+        "--n-test", type=int, default=1000, help="test atoms (or structures) of --split paper"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of --split paper")
     add_cluster_argument(p)
     p.add_argument("--output", type=Path, default=Path("fredask-results"))
     p.set_defaults(func=compare)
+
+    p = sub.add_parser("cumulants", help="per-structure cumulants of the models, into the store")
+    p.add_argument("store", type=Path)
+    p.add_argument("--order", type=int, default=8, help="highest cumulant, 1..8 (default 8)")
+    p.add_argument(
+        "--kappa8",
+        choices=("textbook", "paper"),
+        default="textbook",
+        help="kappa_8 formula: textbook, or the paper script's (two coefficients swapped)",
+    )
+    p.add_argument("--no-root-scale", action="store_true", help="keep kappa_j, not its j-th root")
+    p.add_argument("--model", action="append", help="features name (default: all; repeatable)")
+    p.add_argument("--overwrite", action="store_true", help="replace cumulants of other settings")
+    add_cluster_argument(p)
+    p.set_defaults(func=cumulants)
 
     p = sub.add_parser("demo", help="the main job: real models over shipped structures")
     p.add_argument("--model", action="append", help=f"model specs (default: {DEMO_MODELS})")

@@ -5,7 +5,10 @@
   crystals, with a ``subset`` label each;
 * :func:`write_synthetic_store`: a synthetic "model zoo" of four models that
   share a latent description of each atom to different degrees, written chunk
-  by chunk into a Zarr group (``features/<model>``).
+  by chunk into a Zarr group (``features/<model>``);
+* :func:`write_structure_store`: a fredask store of synthetic structures
+  (given atom counts, subset labels) whose atom features depend on a latent
+  description of their structure, for structure-level work.
 """
 
 from __future__ import annotations
@@ -115,3 +118,72 @@ def write_synthetic_store(
             arrays[name][start:stop] = values.astype(np.float32)
     group.attrs["synthetic"] = {"n_rows": n_rows, "seed": seed}
     return group
+
+
+def write_structure_store(
+    path: str | Path,
+    n_atoms,
+    models=("m0",),
+    n_features: int = 128,
+    subsets=("bulk", "cluster", "molecule"),
+    chunk_rows: int | None = None,
+    seed: int = 0,
+    dtype=np.float32,
+):
+    """A fredask store of synthetic structures with per-model atom features.
+
+    Atom ``i`` of structure ``s`` has the latent ``z_s + 0.5 u_i`` (both
+    standard normal, 8-dim); model ``m`` sees ``tanh(latent A_m) + 0.05 noise``
+    with its own random ``A_m``.  Written one row chunk at a time; the
+    structure table has zero positions, no cells and fingerprints from the
+    structure index.
+
+    Parameters
+    ----------
+    n_atoms : array-like of int
+        Atoms of each structure.
+    models : sequence of str
+        Names of the feature arrays.
+    subsets : sequence of str
+        Subset labels, drawn uniformly for the structures.
+
+    Returns
+    -------
+    fredask.store.FeatureStore
+    """
+    from fredask.store import FeatureStore
+    from fredask.structures import StructureTable
+
+    n_atoms = np.asarray(n_atoms, dtype=np.int64)
+    n_s, total = n_atoms.size, int(n_atoms.sum())
+    rng = np.random.default_rng(seed)
+    table = StructureTable(
+        n_atoms=n_atoms,
+        offset=np.cumsum(n_atoms) - n_atoms,
+        fingerprint=np.arange(n_s, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15),
+        subset=np.asarray(subsets, dtype=str)[rng.integers(len(subsets), size=n_s)],
+        source_file=np.full(n_s, "synthetic"),
+        source_index=np.arange(n_s, dtype=np.int64),
+        cell=np.zeros((n_s, 3, 3)),
+        pbc=np.zeros((n_s, 3), dtype=bool),
+        numbers=np.ones(total, dtype=np.int16),
+        positions=np.zeros((total, 3)),
+    )
+    store = FeatureStore.create(path, table, chunk_rows=chunk_rows, overwrite=True)
+    latent_dim = 8
+    structure_latent = rng.normal(size=(n_s, latent_dim))
+    maps = {m: rng.normal(size=(latent_dim, n_features)) / np.sqrt(latent_dim) for m in models}
+    for m in models:
+        store.create_features(m, n_features, dtype, {"model": f"synthetic:{m}"})
+    structure_of_row = np.repeat(np.arange(n_s), n_atoms)
+    for index in range(store.n_chunks):
+        start, stop = store.chunk_bounds(index)
+        block_rng = np.random.default_rng([seed, index])
+        own = block_rng.normal(size=(stop - start, latent_dim))
+        latent = structure_latent[structure_of_row[start:stop]] + 0.5 * own
+        for m in models:
+            noise = 0.05 * block_rng.normal(size=(stop - start, n_features))
+            store.write_chunk(m, index, (np.tanh(latent @ maps[m]) + noise).astype(dtype))
+    for m in models:
+        store.finish_features(m)
+    return store

@@ -159,6 +159,32 @@ def stratified_split(groups, n_test: int = 1000, seed: int = 0) -> Split:
     return Split(train_idx=train.astype(np.int64), test_idx=test.astype(np.int64))
 
 
+def split_usable(
+    usable: np.ndarray, groups=None, kind: str = "default", n_test: int = 1000, seed: int = 0
+) -> Split:
+    """A split of the ``usable`` rows only (atoms or structures), as indices of all rows.
+
+    Parameters
+    ----------
+    usable : numpy.ndarray of int
+        The rows that may be used (e.g. not skipped by any model).
+    groups : array-like, shape (n_rows,), optional
+        Subset label of every row; needed by ``kind="paper"``.
+    kind : {"default", "paper"}
+        scikit-matter's 50/50 split, or :func:`stratified_split` with
+        ``n_test`` and ``seed``.
+    """
+    if kind == "paper":
+        if groups is None:
+            raise ValueError("the paper's split needs subset labels (it stratifies by subset)")
+        local = stratified_split(np.asarray(groups)[usable], n_test=n_test, seed=seed)
+    elif kind == "default":
+        local = resolve_split(usable.size)
+    else:
+        raise ValueError(f"kind must be 'default' or 'paper', got {kind!r}")
+    return Split(train_idx=usable[local.train_idx], test_idx=usable[local.test_idx])
+
+
 def fold_positions(
     n_train: int, random_state=SKMATTER_SEED, shuffle: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:

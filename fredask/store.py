@@ -16,6 +16,8 @@ Layout (format version 1; every array has dimension names, so
     structures/positions    (atom, 3)              float64
     features/<name>         (atom, <name>_feature) float32 or float64, chunks (C, n_features)
     progress/<name>         (chunk,)               uint8   1 once a row chunk is written
+    structure_features/<name>/cumulants  (structure, <name>_cumulant)  float64
+                            per-structure cumulants of features/<name> (fredask.structure_features)
 
 All feature arrays share the row chunking ``C``, so the engine reads one chunk
 of every model at a time.  A features array is listed as complete only when
@@ -248,10 +250,19 @@ class FeatureStore:
             raise StoreError(f"{self.path}: features {incomplete} are incomplete; resume them")
         return {name: self.features(name) for name in names}
 
-    def usable_rows(self, names=None) -> np.ndarray:
-        """Rows of structures that no model in ``names`` skipped (``skip_errors``)."""
+    def skipped_structures(self, names=None) -> np.ndarray:
+        """Sorted structures that some model in ``names`` skipped (``skip_errors``)."""
         names = self.feature_names() if names is None else names
         skipped = {s["structure"] for n in names for s in self.features(n).attrs.get("skipped", [])}
+        return np.array(sorted(skipped), dtype=np.int64)
+
+    def usable_structures(self, names=None) -> np.ndarray:
+        """Structures that no model in ``names`` skipped."""
+        return np.setdiff1d(np.arange(self.n_structures), self.skipped_structures(names))
+
+    def usable_rows(self, names=None) -> np.ndarray:
+        """Rows of structures that no model in ``names`` skipped (``skip_errors``)."""
+        skipped = self.skipped_structures(names)
         keep = np.ones(self.n_atoms, dtype=bool)
         table = self.group["structures"]
         offset, n_atoms = table["offset"][:], table["n_atoms"][:]
