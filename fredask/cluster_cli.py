@@ -11,6 +11,7 @@ from fredask.cluster import (
     ProfileError,
     available_profiles,
     connect,
+    is_address,
     load_profile,
     resolve_client,
 )
@@ -55,28 +56,34 @@ def cluster_client(spec: str | None):
     return client
 
 
+def _show(profile) -> None:
+    print(f"profile {profile.name} ({profile.kind}) from {profile.source}")
+    for key, value in profile.options.items():
+        print(f"  {key}: {value}")
+    for key in ("scale", "adapt"):
+        if getattr(profile, key) is not None:
+            print(f"  {key}: {getattr(profile, key)}")
+    if profile.kind in JOBQUEUE_KINDS:
+        print("job script (one job; nothing submitted):")
+        print(profile.job_script())
+
+
 def cluster_command(args: argparse.Namespace) -> None:
-    """``fredask cluster [PROFILE]``: list profiles, show one, or start it and wait."""
-    if args.profile is None:
+    """``fredask cluster [PROFILE|ADDRESS]``: list profiles, show one, or wait for workers."""
+    spec = args.profile
+    if spec is None:
         for name, profile in available_profiles().items():
             print(f"{name:16s} {profile.kind:11s} {profile.source}")
         return
+    running = spec.endswith(".json") or (is_address(spec) and not spec.endswith((".yaml", ".yml")))
     try:
-        profile = load_profile(args.profile)
-        print(f"profile {profile.name} ({profile.kind}) from {profile.source}")
-        for key, value in profile.options.items():
-            print(f"  {key}: {value}")
-        for key in ("scale", "adapt"):
-            if getattr(profile, key) is not None:
-                print(f"  {key}: {getattr(profile, key)}")
-        if profile.kind in JOBQUEUE_KINDS:
-            print("job script (one job; nothing submitted):")
-            print(profile.job_script())
-    except ProfileError as error:
-        raise SystemExit(str(error)) from None
-    if args.wait:
+        target = spec if running else load_profile(spec)
+        if not running:
+            _show(target)
+        if not args.wait:
+            return
         start = time.perf_counter()
-        with connect(profile) as client:
+        with connect(target) as client:
             print(f"dashboard {client.dashboard_link}; waiting for {args.wait} worker(s)")
             client.wait_for_workers(args.wait, timeout=args.timeout)
             workers = client.scheduler_info()["workers"]
@@ -84,6 +91,8 @@ def cluster_command(args: argparse.Namespace) -> None:
                 f"{len(workers)} worker(s) up after {time.perf_counter() - start:.0f} s: "
                 + ", ".join(sorted(w["host"] for w in workers.values()))
             )
+    except (ProfileError, OSError) as error:  # OSError: no scheduler, or timed out
+        raise SystemExit(f"fredask cluster {spec}: {error}") from None
 
 
 def add_parser(sub) -> None:
@@ -92,13 +101,20 @@ def add_parser(sub) -> None:
         "cluster",
         help="list cluster profiles, show one's job script, or start it and wait for workers",
     )
-    p.add_argument("profile", nargs="?", help="profile name or .yaml (default: list them)")
+    p.add_argument(
+        "profile",
+        nargs="?",
+        metavar="PROFILE|ADDRESS",
+        help="profile name or .yaml (default: list them), or, with --wait, a running "
+        "scheduler's address or scheduler file",
+    )
     p.add_argument(
         "--wait",
         type=int,
         default=0,
         metavar="N",
-        help="start the cluster (submit its jobs), wait for N workers, report, shut down",
+        help="start the cluster (submit its jobs) or connect, wait for N workers, report; "
+        "a cluster it started is shut down after",
     )
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for workers")
     p.set_defaults(func=cluster_command)
