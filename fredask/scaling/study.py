@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from itertools import product
 from pathlib import Path
@@ -142,7 +143,19 @@ def measure_point(grid: Grid, inputs: StudyInputs, client, n_workers: int) -> di
     }
 
 
-def run_study(grid: Grid, quiet: bool = False) -> pd.DataFrame:
+def local_client(n_workers: int):
+    """A client of a new ``LocalCluster`` of ``n_workers`` single-threaded processes."""
+    import distributed
+
+    cluster = distributed.LocalCluster(
+        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    return distributed.Client(cluster)
+
+
+def run_study(
+    grid: Grid, quiet: bool = False, clients: Callable[[int], object] | None = None
+) -> pd.DataFrame:
     """Run the whole grid; one row per (workers, atoms, features, chunk rows).
 
     Parameters
@@ -151,29 +164,27 @@ def run_study(grid: Grid, quiet: bool = False) -> pd.DataFrame:
         What to run.
     quiet : bool
         No progress lines on stderr.
+    clients : callable, optional
+        ``clients(n)`` returns a ``distributed.Client`` with ``n`` workers
+        (e.g. of a dask-jobqueue cluster scaled to ``n`` jobs, after
+        ``client.wait_for_workers(n)``); it and its cluster are closed after
+        use.  Default: :func:`local_client`.
 
     Returns
     -------
     pandas.DataFrame
         The columns of :func:`measure_point` plus ``repeats``, ``method``,
-        ``source``, ``machine``, ``cpu``, ``cores``, ``memory_gib`` and
-        ``timestamp``.
+        ``source``, ``machine`` (CPU, cores, memory and GPU of the workers'
+        machines), ``cpu``, ``cores``, ``memory_gib`` (of the first worker's)
+        and ``timestamp``.
     """
-    import distributed
-
-    host = machine()
     rows = []
     inputs = {point: prepare(grid, *point) for point in grid.points()}
     for n_workers in sorted(set(grid.workers)):
-        with (
-            distributed.LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",
-            ) as cluster,
-            distributed.Client(cluster) as client,
-        ):
+        client = (clients or local_client)(n_workers)
+        try:
+            hosts = list(client.run(machine).values())
+            host = hosts[0] | {"description": "; ".join(sorted({h["description"] for h in hosts}))}
             for point, data in inputs.items():
                 start = time.perf_counter()
                 row = measure_point(grid, data, client, n_workers)
@@ -195,6 +206,11 @@ def run_study(grid: Grid, quiet: bool = False) -> pd.DataFrame:
                     f"({time.perf_counter() - start:.0f} s with floor)",
                     quiet,
                 )
+        finally:
+            cluster = client.cluster
+            client.close()
+            if cluster is not None:
+                cluster.close()
     return pd.DataFrame(rows)
 
 
