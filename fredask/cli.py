@@ -1,4 +1,4 @@
-"""Command line: ``fredask extract | ingest | info | compare | cumulants | demo``."""
+"""Command line: ``fredask extract | ingest | info | compare | cumulants | demo | bench``."""
 
 from __future__ import annotations
 

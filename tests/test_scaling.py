@@ -98,6 +98,8 @@ def test_cli_bench_writes_csv_markdown_and_plots(tmp_path, capsys):
     assert (results["value"].between(0.05, 1.0)).all()  # mean off-diagonal GFRE
     assert results["machine"].nunique() == 1 and "cores" in results["machine"][0]
     assert {"speedup", "efficiency", "load_before", "load_after"} <= set(results.columns)
+    two = results[results["workers"] == 2]["worker_peaks_mib"]
+    assert all(len(str(peaks).split()) == 2 for peaks in two)  # one peak per worker
     for name in ("small.md", "small_strong.png", "small_weak.png"):
         assert (output / name).stat().st_size > 1000, name
     assert "| gfre | 8,000 | 3 x 16 | 2,048 | 2 |" in capsys.readouterr().out

@@ -136,6 +136,7 @@ def measure_point(grid: Grid, inputs: StudyInputs, client, n_workers: int) -> di
         "mib_per_s": nbytes / MIB / run.seconds if nbytes else float("nan"),
         "peak_worker_rss_mib": max(peaks) / MIB,
         "mean_worker_rss_mib": sum(peaks) / len(peaks) / MIB,
+        "worker_peaks_mib": " ".join(f"{p / MIB:.0f}" for p in sorted(peaks)),
         "client_peak_rss_mib": run.client_peak_rss / MIB,
         "value": run.value,
         "load_before": load_before,
