@@ -97,7 +97,7 @@ fredask cluster "$SCHEDULER_FILE" --wait $((NODES * WORKERS_PER_NODE)) --timeout
 
 # --- the pipeline ---------------------------------------------------------------------
 CLUSTER=(--cluster "$SCHEDULER_FILE")
-read -r -a structures <<<"$STRUCTURES"
+structures=($STRUCTURES)   # split on spaces and expand globs: STRUCTURES="data/*.xyz"
 models=()
 for model in $MODELS; do models+=(--model "$model"); done
 read -r -a metrics <<<"$METRICS"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -82,6 +83,8 @@ def cluster_command(args: argparse.Namespace) -> None:
             _show(target)
         if not args.wait:
             return
+        if not running:  # ask for the workers now: adaptive scaling waits for work
+            target = dataclasses.replace(target, adapt=None, scale={"n": args.wait})
         start = time.perf_counter()
         with connect(target) as client:
             print(f"dashboard {client.dashboard_link}; waiting for {args.wait} worker(s)")

@@ -308,7 +308,9 @@ def test_cli_cluster_command(capsys, tmp_path):
     cli_main(["cluster", "pbs-gpu"])
     shown = capsys.readouterr().out
     assert "profile pbs-gpu (pbs)" in shown and "#PBS -l select=1:ncpus=8:ngpus=1" in shown
-    path = _write(tmp_path / "l.yaml", "jobqueue:\n  l: {kind: local, n-workers: 1}\n")
+    # an adaptive profile with no work would never start a worker: --wait asks for them
+    text = "jobqueue:\n  l: {kind: local, n-workers: 0, adapt: {minimum: 0, maximum: 2}}\n"
+    path = _write(tmp_path / "l.yaml", text)
     cli_main(["cluster", str(path), "--wait", "1", "--timeout", "60"])
     assert "1 worker(s) up" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown cluster profile 'nope'"):
