@@ -74,6 +74,15 @@ class PowerSums:
         return PowerSums(self.count[segments], self.centre[segments], self.sums[:, segments])
 
 
+def transpose_into(out, rows, xp=np, tile: int = 64) -> None:
+    """``out[...] = rows.T`` (with the cast); on numpy in tiles of rows, 2x faster."""
+    if xp is not np:
+        out[...] = xp.asarray(rows).T
+        return
+    for start in range(0, rows.shape[0], tile):
+        out[:, start : start + tile] = rows[start : start + tile].T
+
+
 def segment_power_sums(block, lengths: np.ndarray, order: int, xp=np) -> PowerSums:
     """Power sums of consecutive segments of the rows of ``block`` about their means.
 
@@ -95,27 +104,35 @@ def segment_power_sums(block, lengths: np.ndarray, order: int, xp=np) -> PowerSu
     ends = np.cumsum(lengths)
     starts = ends - lengths
     n_segments, n_columns = lengths.shape[0], block.shape[1]
-    # Feature-major buffers: reducing contiguous runs is about 2x faster than rows.
+    # Whole segments of about SUBBLOCK_ROWS rows at a time, in reused buffers (fresh
+    # large arrays cost page faults on Dask workers, which return freed memory).
+    bounds = [0]
+    while bounds[-1] < n_segments:
+        after = int(np.searchsorted(ends, starts[bounds[-1]] + SUBBLOCK_ROWS, side="right"))
+        bounds.append(max(bounds[-1] + 1, after))
+    most_rows = max((int(ends[b - 1] - starts[a]) for a, b in pairwise(bounds)), default=0)
+    deviations = xp.empty(n_columns * most_rows)
+    powers = xp.empty(n_columns * most_rows)
+    # Feature-major: reducing contiguous runs of a row is about 2x faster than along rows.
     centre = xp.empty((n_columns, n_segments))
     sums = xp.empty((order, n_columns, n_segments))
-    first = 0
-    while first < n_segments:
-        row0 = int(starts[first])
-        stop = max(first + 1, int(np.searchsorted(ends, row0 + SUBBLOCK_ROWS, side="right")))
+    for first, stop in pairwise(bounds):
         seg = slice(first, stop)
+        row0, row1 = int(starts[first]), int(ends[stop - 1])
         local_starts = xp.asarray(starts[seg] - row0)
         local_lengths = xp.asarray(lengths[seg])
-        # A copy (xp.array copies), never a view: the rows are overwritten below.
-        x = xp.array(xp.asarray(block[row0 : int(ends[stop - 1])]).T, dtype=xp.float64, order="C")
-        centre[:, seg] = xp.add.reduceat(x, local_starts, axis=1) / local_lengths
+        x = deviations[: n_columns * (row1 - row0)].reshape(n_columns, row1 - row0)
+        power = powers[: x.size].reshape(x.shape)
+        transpose_into(x, block[row0:row1], xp)  # a float64 copy: the block is not changed
+        xp.add.reduceat(x, local_starts, axis=1, out=centre[:, seg])
+        centre[:, seg] /= local_lengths
         x -= xp.repeat(centre[:, seg], local_lengths, axis=1)
         xp.add.reduceat(x, local_starts, axis=1, out=sums[0, :, seg])
-        power = x * x
+        xp.multiply(x, x, out=power)
         for j in range(1, order):
             xp.add.reduceat(power, local_starts, axis=1, out=sums[j, :, seg])
             if j < order - 1:
                 power *= x
-        first = stop
     count = xp.asarray(lengths, dtype=xp.float64)
     return PowerSums(count, centre.T, sums.transpose(0, 2, 1))
 
@@ -123,19 +140,20 @@ def segment_power_sums(block, lengths: np.ndarray, order: int, xp=np) -> PowerSu
 def moved_sums(part: PowerSums, offset, xp=np):
     """Power sums of ``part``'s rows about ``part.centre + offset`` (orders 1..order).
 
-    ``sum (x - c - o)^p = sum_k C(p, k) S_{p-k} (-o)^k`` with ``S_0 = n``.
+    ``sum (x - c - o)^p = sum_k C(p, k) S_{p-k} (-o)^k`` with ``S_0 = n``,
+    evaluated by the Pascal recursion ``b_p += (-o) b_{p-1}`` (``r = 1..order``,
+    ``p = order..r``), in place: two passes per step, one scratch array.
     """
     order = part.sums.shape[0]
-    sums = [part.count[:, None] * xp.ones_like(offset), *part.sums]
-    powers = [xp.ones_like(offset), -offset]
-    for _ in range(2, order + 1):
-        powers.append(powers[-1] * -offset)
-    return xp.stack(
-        [
-            sum(comb(p, k) * sums[p - k] * powers[k] for k in range(p + 1))
-            for p in range(1, order + 1)
-        ]
-    )
+    step = -offset
+    moved = xp.array(part.sums)  # b_1..b_order; b_0 = n
+    scratch = xp.empty(offset.shape)
+    for r in range(1, order + 1):
+        for p in range(order, r - 1, -1):
+            below = part.count[:, None] if p == 1 else moved[p - 2]
+            xp.multiply(step, below, out=scratch)
+            moved[p - 1] += scratch
+    return moved
 
 
 def recentre(part: PowerSums, centre, xp=np) -> PowerSums:
@@ -178,18 +196,32 @@ def cumulants_from_sums(sums: PowerSums, kappa8: str = "textbook", root_scale: b
     array, shape (k, order * d), float64
     """
     # About the exact mean centre + S_1 / n: the small offset is moved, not a rounded mean.
-    central = moved_sums(sums, sums.sums[0] / sums.count[:, None], xp)
-    order = central.shape[0]
-    mu = {p: central[p - 1] / sums.count[:, None] for p in range(2, order + 1)}
-    kappa = {}
+    n = sums.count[:, None]
+    mu = moved_sums(sums, sums.sums[0] / n, xp)  # mu[p - 1]: central moment p
+    mu /= n
+    order, (n_segments, width) = mu.shape[0], sums.centre.shape
+    out = xp.empty((n_segments, order * width))
+    blocks = [out[:, j * width : (j + 1) * width] for j in range(order)]
+    blocks[0][...] = sums.mean
+    scratch = xp.empty((n_segments, width))
     for p in range(2, order + 1):
-        kappa[p] = mu[p] - sum(comb(p - 1, m - 1) * kappa[m] * mu[p - m] for m in range(2, p - 1))
+        kappa = blocks[p - 1]
+        kappa[...] = mu[p - 1]
+        for m in range(2, p - 1):
+            xp.multiply(blocks[m - 1], mu[p - m - 1], out=scratch)
+            scratch *= comb(p - 1, m - 1)
+            kappa -= scratch
     if order == MAX_ORDER and kappa8 == "paper":
-        kappa[8] = kappa[8] + 140 * mu[2] * (mu[2] * mu[4] - mu[3] ** 2)
-    blocks = [sums.mean]
-    for p in range(2, order + 1):
-        blocks.append(xp.sign(kappa[p]) * xp.abs(kappa[p]) ** (1.0 / p) if root_scale else kappa[p])
-    return xp.concatenate(blocks, axis=1)
+        xp.multiply(mu[1], mu[3], out=scratch)
+        scratch -= mu[2] ** 2
+        scratch *= mu[1]
+        scratch *= 140
+        blocks[7] += scratch
+    if root_scale:
+        for p in range(2, order + 1):
+            root = xp.abs(blocks[p - 1]) ** (1.0 / p)
+            blocks[p - 1][...] = xp.copysign(root, blocks[p - 1])
+    return out
 
 
 # ----------------------------------------------------------------- validation
@@ -324,16 +356,11 @@ def finish_chunk(sums: PowerSums, *earlier: PowerSums, plan: ChunkPlan, options,
     ``earlier`` are the pieces, in earlier chunks, of the chunk's first
     structure when it began before the chunk.
     """
-    finished = sums.take(slice(0, plan.n_finished))
-    if earlier:
-        head = merge_power_sums([*earlier, finished.take(slice(0, 1))], xp)
-        rest = finished.take(slice(1, None))
-        finished = PowerSums(
-            xp.concatenate([head.count, rest.count]),
-            xp.concatenate([head.mean, rest.mean]),
-            xp.concatenate([head.sums, rest.sums], axis=1),
-        )
-    out = cumulants_from_sums(finished, options["kappa8"], options["root_scale"], xp)
+    settings = options["kappa8"], options["root_scale"], xp
+    out = cumulants_from_sums(sums.take(slice(0, plan.n_finished)), *settings)
+    if earlier:  # the first structure: all its pieces merged
+        head = merge_power_sums([*earlier, sums.take(slice(0, 1))], xp)
+        out[:1] = cumulants_from_sums(head, *settings)
     structures = np.arange(plan.first, plan.first + plan.n_finished)
     skipped = np.isin(structures, options["skipped"])
     if skipped.any():
