@@ -10,10 +10,10 @@ is kept, moving sums to another centre is exact algebra, so the rounding of
 the mean does not leak into the higher moments.  A structure that crosses
 chunk boundaries is the merge of its pieces by the pairwise update for
 arbitrary order (Pébay 2008): all pieces moved to one centre by the binomial
-expansion and added.  Each structure is finished in the chunk that holds its
-last atom, so the output has one block per chunk (of the structures ending
-there).  Kernels take the array module ``xp`` (numpy or cupy) and compute in
-float64 whatever the input dtype.
+expansion and added.  The kernel of a chunk finishes the structures wholly
+inside it and hands on only the sums of its two edge pieces; a small task per
+crossing structure merges them.  Kernels take the array module ``xp`` (numpy
+or cupy) and compute in float64 whatever the input dtype.
 """
 
 from __future__ import annotations
@@ -70,8 +70,12 @@ class PowerSums:
         return self.centre + self.sums[0] / self.count[:, None]
 
     def take(self, segments: slice) -> PowerSums:
-        """The sums of a slice of the segments."""
+        """The sums of a slice of the segments (views)."""
         return PowerSums(self.count[segments], self.centre[segments], self.sums[:, segments])
+
+    def copy(self) -> PowerSums:
+        """A copy that keeps no larger arrays alive."""
+        return PowerSums(self.count.copy(), self.centre.copy(), self.sums.copy())
 
 
 def transpose_into(out, rows, xp=np, tile: int = 64) -> None:
@@ -293,6 +297,8 @@ class ChunkPlan:
         Atoms of structures ``first, first + 1, ...`` inside the chunk.
     n_finished : int
         How many of those structures have their last atom in this chunk.
+    index : int
+        Position of the chunk.
     begun_in : int
         Chunk holding the first atom of structure ``first``.
     """
@@ -301,7 +307,13 @@ class ChunkPlan:
     first: int
     lengths: np.ndarray
     n_finished: int
+    index: int
     begun_in: int
+
+    @property
+    def continued(self) -> bool:
+        """Whether the chunk's first structure began in an earlier chunk."""
+        return self.begun_in < self.index
 
 
 def plan_chunks(row_chunks, offsets: np.ndarray, n_atoms: np.ndarray) -> list[ChunkPlan]:
@@ -311,14 +323,14 @@ def plan_chunks(row_chunks, offsets: np.ndarray, n_atoms: np.ndarray) -> list[Ch
     plans = []
     for i, (start, stop) in enumerate(pairwise(bounds)):
         if start == stop:  # an empty chunk holds no piece
-            plans.append(ChunkPlan(int(start), 0, np.zeros(0, np.int64), 0, i))
+            plans.append(ChunkPlan(int(start), 0, np.zeros(0, np.int64), 0, i, i))
             continue
         first = int(np.searchsorted(ends, start, side="right"))
         last = int(np.searchsorted(offsets, stop, side="left"))
         lengths = np.minimum(ends[first:last], stop) - np.maximum(offsets[first:last], start)
         n_finished = int(np.searchsorted(ends, stop, side="right")) - first
         begun_in = int(np.searchsorted(bounds, offsets[first], side="right")) - 1
-        plans.append(ChunkPlan(int(start), first, lengths, n_finished, begun_in))
+        plans.append(ChunkPlan(int(start), first, lengths, n_finished, i, begun_in))
     return plans
 
 
@@ -345,29 +357,15 @@ def chunk_power_sums(block, plan: ChunkPlan, order: int, skipped, name: str, xp=
     return sums
 
 
-def last_piece(sums: PowerSums) -> PowerSums:
-    """The piece of the chunk's last structure (which continues in the next chunk)."""
-    return sums.take(slice(len(sums) - 1, len(sums)))
-
-
-def finish_chunk(sums: PowerSums, *earlier: PowerSums, plan: ChunkPlan, options, xp=np):
-    """Cumulants of the structures ending in this chunk.
-
-    ``earlier`` are the pieces, in earlier chunks, of the chunk's first
-    structure when it began before the chunk.
-    """
-    settings = options["kappa8"], options["root_scale"], xp
-    out = cumulants_from_sums(sums.take(slice(0, plan.n_finished)), *settings)
-    if earlier:  # the first structure: all its pieces merged
-        head = merge_power_sums([*earlier, sums.take(slice(0, 1))], xp)
-        out[:1] = cumulants_from_sums(head, *settings)
-    structures = np.arange(plan.first, plan.first + plan.n_finished)
+def finished_cumulants(sums: PowerSums, structures: np.ndarray, options: dict, xp=np):
+    """Cumulants of whole ``structures`` from their sums: skipped ones NaN, overflow an error."""
+    out = cumulants_from_sums(sums, options["kappa8"], options["root_scale"], xp)
     skipped = np.isin(structures, options["skipped"])
     if skipped.any():
         out[xp.asarray(skipped)] = xp.nan
     overflow = ~xp.isfinite(out).all(axis=1) & ~xp.asarray(skipped)
     if overflow.any():
-        s = plan.first + int(xp.flatnonzero(overflow)[0])
+        s = int(structures[int(xp.flatnonzero(overflow)[0])])
         raise FloatingPointError(
             f"cumulants of features {options['name']!r} overflow float64 in structure {s}: "
             f"its spread is too large for order {options['order']}"
@@ -375,30 +373,64 @@ def finish_chunk(sums: PowerSums, *earlier: PowerSums, plan: ChunkPlan, options,
     return out
 
 
+def chunk_cumulants(block, plan: ChunkPlan, options: dict, xp=np):
+    """The kernel: cumulants of the structures wholly inside one chunk, and its edge pieces.
+
+    Returns
+    -------
+    (array, (PowerSums, PowerSums))
+        Cumulants of the structures that begin and end in the chunk, and
+        copies of the sums of its first and last pieces (parts of structures
+        that may cross its edges; the same piece when one structure fills
+        the chunk).
+    """
+    sums = chunk_power_sums(block, plan, options["order"], options["skipped"], options["name"], xp)
+    inside = slice(int(plan.continued), max(plan.n_finished, int(plan.continued)))
+    structures = np.arange(plan.first + inside.start, plan.first + inside.stop)
+    cumulants = finished_cumulants(sums.take(inside), structures, options, xp)
+    edges = sums.take(slice(0, 1)).copy(), sums.take(slice(len(sums) - 1, None)).copy()
+    return cumulants, edges
+
+
+def crossing_cumulants(*edges, structure: int, options: dict, xp=np):
+    """Cumulants of one structure that crosses chunk edges: its pieces merged.
+
+    ``edges`` are the edge pieces of the chunks it spans, in order: the last
+    piece of the first chunk, then the first piece of each later chunk.
+    """
+    pieces = [edges[0][1], *(e[0] for e in edges[1:])]
+    return finished_cumulants(merge_power_sums(pieces, xp), np.array([structure]), options, xp)
+
+
 def cumulant_blocks(array: da.Array, n_atoms, options: dict, xp=np) -> da.Array:
-    """The Dask graph: chunk kernels, boundary merges, one output block per chunk."""
-    counts = np.asarray(n_atoms, dtype=np.int64)
+    """The Dask graph: a kernel per chunk and a merge per structure crossing chunk edges.
+
+    Output blocks, in structure order: per chunk, the structure that ends in
+    it after beginning earlier (one row), then those wholly inside it.
+    """
     offsets = structure_offsets(n_atoms, array.shape[0])
-    plans = plan_chunks(array.chunks[0], offsets, counts)
-    order = options["order"]
-    kernel = dask.delayed(chunk_power_sums, pure=True)
-    tail = dask.delayed(last_piece, pure=True)
-    finish = dask.delayed(finish_chunk, pure=True)
+    plans = plan_chunks(array.chunks[0], offsets, np.asarray(n_atoms, dtype=np.int64))
+    kernel = dask.delayed(chunk_cumulants, nout=2, pure=True)
+    crossing = dask.delayed(crossing_cumulants, pure=True)
     blocks = array.rechunk({1: -1}).to_delayed()[:, 0]
-    skipped = options["skipped"]
-    partial = [
-        kernel(block, plan, order, skipped, options["name"], xp)
+    parts = {
+        plan.index: kernel(block, plan, options, xp)
         for block, plan in zip(blocks, plans, strict=True)
-    ]
-    width = order * array.shape[1]
+        if len(plan.lengths)
+    }
+    width = options["order"] * array.shape[1]
+    meta = xp.empty((0, width), dtype=xp.float64)
     out = []
-    for i, plan in enumerate(plans):
-        if plan.n_finished == 0:
-            continue
-        earlier = [tail(partial[j]) for j in range(plan.begun_in, i) if len(plans[j].lengths)]
-        value = finish(partial[i], *earlier, plan=plan, options=options, xp=xp)
-        meta = xp.empty((0, width), dtype=xp.float64)
-        out.append(da.from_delayed(value, (plan.n_finished, width), dtype=np.float64, meta=meta))
+    for plan in plans:
+        if plan.continued and plan.n_finished:
+            spanned = range(plan.begun_in, plan.index + 1)
+            edges = [parts[j][1] for j in spanned if j in parts]
+            row = crossing(*edges, structure=plan.first, options=options, xp=xp)
+            out.append(da.from_delayed(row, (1, width), dtype=np.float64, meta=meta))
+        n_inside = plan.n_finished - int(plan.continued)
+        if n_inside > 0:
+            inside = parts[plan.index][0]
+            out.append(da.from_delayed(inside, (n_inside, width), dtype=np.float64, meta=meta))
     return da.concatenate(out, axis=0)
 
 
@@ -442,8 +474,9 @@ def structure_cumulants(
     -------
     numpy.ndarray or dask.array.Array, shape (n_structures, order * d), float64
         Cumulant-major: columns ``[j*d:(j+1)*d]`` hold cumulant ``j + 1`` of
-        the ``d`` features.  Dask (one block per input chunk that ends a
-        structure) for Dask, Zarr or Dask-backed inputs, else numpy.
+        the ``d`` features.  Dask (with known chunks: per input chunk, a
+        row for the structure crossing into it and a block for the structures
+        inside it) for Dask, Zarr or Dask-backed inputs, else numpy.
 
     Raises
     ------
