@@ -25,9 +25,8 @@ from fredask.cli import main as cli_main
 from fredask.cluster import connect
 from fredask.datasets import write_synthetic_store
 
-# 120 row chunks: a pass of about 2 s on 2 workers, long enough to kill one mid-way
+# 120 row chunks of 4 models: one task each, a pass of a second or two on 2 workers
 N_ROWS, CHUNK_ROWS = 24_000, 200
-N_CHUNKS = N_ROWS // CHUNK_ROWS
 
 
 @pytest.fixture(scope="module")
