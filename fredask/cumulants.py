@@ -130,7 +130,8 @@ def segment_power_sums(block, lengths: np.ndarray, order: int, xp=np) -> PowerSu
         transpose_into(x, block[row0:row1], xp)  # a float64 copy: the block is not changed
         xp.add.reduceat(x, local_starts, axis=1, out=centre[:, seg])
         centre[:, seg] /= local_lengths
-        x -= xp.repeat(centre[:, seg], local_lengths, axis=1)
+        repeats = lengths[seg] if xp is np else lengths[seg].tolist()  # cupy takes a list
+        x -= xp.repeat(centre[:, seg], repeats, axis=1)
         xp.add.reduceat(x, local_starts, axis=1, out=sums[0, :, seg])
         xp.multiply(x, x, out=power)
         for j in range(1, order):
