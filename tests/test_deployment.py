@@ -5,7 +5,8 @@ The test starts the same processes a batch job starts on compute nodes (a
 processes), points the CLI at the scheduler's address with ``--cluster``, and
 checks the GFRE matrix against the LocalCluster's; then it SIGKILLs one worker
 while the statistics pass is running and checks that Dask recomputed the lost
-tasks on the other and the matrix is still exactly the same.
+tasks on the other and the matrix is still exactly the same. Last, it runs with
+bash the job script a SLURM profile renders, as a compute node would.
 """
 
 import json
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 
 from fredask.cli import main as cli_main
-from fredask.cluster import connect
+from fredask.cluster import connect, load_profile
 from fredask.datasets import write_synthetic_store
 
 # 120 row chunks of 4 models: one task each, a pass of a second or two on 2 workers
@@ -194,3 +195,44 @@ def test_killed_worker_mid_pass_still_gives_the_exact_matrix(
     again = {t[1] for t in story if t[3] == "memory" and t[-1] > killed["at"]}
     assert again, (killed, story)
     np.testing.assert_array_equal(_matrix(result), _matrix(local_result))
+
+
+def test_a_rendered_slurm_job_script_starts_workers_that_compute(tmp_path):
+    """What a compute node runs: the profile's job script, here with bash instead of SLURM."""
+    scratch = tmp_path / "node-scratch"
+    (tmp_path / "p.yaml").write_text(
+        "jobqueue:\n"
+        "  node:\n"
+        "    kind: slurm\n"
+        "    cores: 2\n"
+        "    processes: 2\n"
+        "    memory: 2GiB\n"
+        "    interface: lo\n"
+        "    local-directory: $NODE_SCRATCH\n"  # expanded by the job's shell
+        f"    job-script-prologue: [export NODE_SCRATCH={scratch}]\n"
+    )
+    profile = load_profile(tmp_path / "p.yaml")
+    with (
+        distributed.LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=":0") as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
+        script = tmp_path / "job.sh"
+        script.write_text(profile.job_script(cluster.scheduler_address))
+        assert script.read_text().startswith("#!/usr/bin/env bash\n\n#SBATCH -J dask-worker")
+        log = open(tmp_path / "job.log", "w")  # closed below
+        job = subprocess.Popen(
+            ["bash", str(script)], stdout=log, stderr=log, start_new_session=True
+        )
+        try:
+            client.wait_for_workers(2, timeout=60)
+            workers = client.scheduler_info()["workers"].values()
+            assert sorted(w["nthreads"] for w in workers) == [1, 1]
+            assert all(w["memory_limit"] == 2**30 for w in workers)
+            directories = client.run(lambda dask_worker: dask_worker.local_directory)
+            assert all(d.startswith(str(scratch)) for d in directories.values()), directories
+            futures = client.map(np.square, range(8))
+            assert sum(client.gather(futures)) == 140
+        finally:
+            os.killpg(job.pid, signal.SIGTERM)  # the job's process group, as scancel does
+            job.wait(timeout=30)
+            log.close()
