@@ -248,18 +248,26 @@ def read_profiles(path: str | Path) -> dict[str, ClusterProfile]:
     }
 
 
-def _config_profiles() -> dict[str, ClusterProfile]:
-    """Profiles in the user's Dask config (jobqueue sections with a kind, slurm, pbs)."""
+def _config_profiles() -> dict[str, ClusterProfile | ProfileError]:
+    """Profiles in the user's Dask config (jobqueue sections with a kind, slurm, pbs).
+
+    A malformed section is kept as its error, raised only when asked for by name.
+    """
     try:
         import dask_jobqueue  # noqa: F401  (registers jobqueue.slurm / jobqueue.pbs defaults)
     except ImportError:
         pass
     sections = dask.config.get("jobqueue", default={}) or {}
-    return {
-        name: ClusterProfile.from_mapping(name, section, f"Dask config jobqueue.{name}")
-        for name, section in sections.items()
-        if isinstance(section, Mapping) and ("kind" in section or name in JOBQUEUE_KINDS)
-    }
+    out: dict[str, ClusterProfile | ProfileError] = {}
+    for name, section in sections.items():
+        if isinstance(section, Mapping) and ("kind" in section or name in JOBQUEUE_KINDS):
+            try:
+                out[name] = ClusterProfile.from_mapping(
+                    name, section, f"Dask config jobqueue.{name}"
+                )
+            except ProfileError as error:
+                out[name] = error
+    return out
 
 
 def _shipped_profiles() -> dict[str, ClusterProfile]:
@@ -270,13 +278,19 @@ def _shipped_profiles() -> dict[str, ClusterProfile]:
     return out
 
 
-def available_profiles() -> dict[str, ClusterProfile]:
-    """Every profile a bare name can refer to, by name (first match wins)."""
-    out = {kind: ClusterProfile(kind, kind) for kind in ("local", "local-cuda")}
+def _known() -> dict[str, ClusterProfile | ProfileError]:
+    out: dict[str, ClusterProfile | ProfileError] = {
+        kind: ClusterProfile(kind, kind) for kind in ("local", "local-cuda")
+    }
     for found in (_config_profiles(), _shipped_profiles()):
         for name, profile in found.items():
             out.setdefault(name, profile)
     return out
+
+
+def available_profiles() -> dict[str, ClusterProfile]:
+    """Every profile a bare name can refer to, by name (first match wins)."""
+    return {name: p for name, p in _known().items() if isinstance(p, ClusterProfile)}
 
 
 _FILE = re.compile(r"^(?P<path>.+\.ya?ml)(?::(?P<name>[\w.-]+))?$")
@@ -310,11 +324,13 @@ def load_profile(spec: str | Path | ClusterProfile) -> ClusterProfile:
         if name not in profiles:
             raise ProfileError(f"{match['path']} has no profile {name!r}: {sorted(profiles)}")
         return profiles[name]
-    profiles = available_profiles()
-    if text not in profiles:
+    known = _known()
+    if text not in known:
         raise ProfileError(
-            f"unknown cluster profile {text!r}; known profiles: {', '.join(sorted(profiles))} "
+            f"unknown cluster profile {text!r}; known profiles: {', '.join(sorted(known))} "
             "(or give a profile .yaml file, a scheduler address tcp://HOST:PORT, or a "
             "scheduler file .json)"
         )
-    return profiles[text]
+    if isinstance(known[text], ProfileError):
+        raise known[text]
+    return known[text]

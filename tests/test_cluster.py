@@ -165,6 +165,13 @@ def test_user_dask_config_profiles_and_precedence():
     assert "#SBATCH -p cpu" in _lines(load_profile("slurm-cpu").job_script())
 
 
+def test_a_broken_config_profile_fails_only_when_named():
+    with dask.config.set({"jobqueue.broken": {"kind": "lsf"}}):
+        assert load_profile("slurm-cpu").kind == "slurm"  # the others still load
+        with pytest.raises(ProfileError, match=r"profile 'broken' \(Dask config.*kind 'lsf'"):
+            load_profile("broken")
+
+
 def test_plain_slurm_is_dask_jobqueues_own_configuration():
     with pytest.raises(ProfileError, match=r"(?s)cores and memory.*jobqueue\.slurm section"):
         load_profile("slurm").job_script()
