@@ -364,7 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-root-scale", action="store_true", help="keep kappa_j, not its j-th root")
     p.add_argument("--model", action="append", help="features name (default: all; repeatable)")
-    p.add_argument("--overwrite", action="store_true", help="replace cumulants of other settings")
+    p.add_argument(
+        "--overwrite", action="store_true", help="compute again, replacing stored cumulants"
+    )
     add_cluster_argument(p)
     p.set_defaults(func=cumulants)
 

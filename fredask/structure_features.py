@@ -57,8 +57,9 @@ def write_cumulants(
 ) -> zarr.Array:
     """Compute the cumulants of ``features/<name>`` and write them into the store.
 
-    Complete cumulants with the same settings are reused; other settings
-    need ``overwrite=True``.  Structures the model skipped are NaN rows.
+    Complete cumulants with the same settings are reused, unless
+    ``overwrite=True``; other settings need ``overwrite=True``.  Structures
+    the model skipped are NaN rows.
 
     Parameters
     ----------
@@ -73,7 +74,7 @@ def write_cumulants(
     progress : bool
         Show a progress bar.
     overwrite : bool
-        Replace stored cumulants with other settings.
+        Compute again and replace stored cumulants (of any settings).
 
     Returns
     -------
@@ -84,15 +85,14 @@ def write_cumulants(
     source = store.feature_arrays([name])[name]
     settings = {"order": int(order), "kappa8": kappa8, "root_scale": bool(root_scale)}
     existing = cumulants_array(store, name)
-    if existing is not None and existing.attrs.get("complete"):
+    if existing is not None and existing.attrs.get("complete") and not overwrite:
         stored = {key: existing.attrs.get(key) for key in SETTINGS}
         if stored == settings:
             return existing
-        if not overwrite:
-            raise StoreError(
-                f"{store.path}: cumulants of {name!r} exist with {stored}; "
-                f"pass overwrite=True (--overwrite) to replace them with {settings}"
-            )
+        raise StoreError(
+            f"{store.path}: cumulants of {name!r} exist with {stored}; "
+            f"pass overwrite=True (--overwrite) to replace them with {settings}"
+        )
     skipped = [int(s) for s in store.skipped_structures([name])]
     n_atoms = store.group["structures"]["n_atoms"][:]
     values = structure_cumulants(

@@ -77,6 +77,9 @@ def test_stored_cumulants_are_reused_and_not_silently_replaced(store):
         write_cumulants(store, "b", order=8, client="sync")
     replaced = write_cumulants(store, "b", order=8, client="sync", overwrite=True)
     np.testing.assert_allclose(replaced[:], in_memory(store, "b"), rtol=1e-12, atol=1e-14)
+    replaced[:5] = 0.0  # overwrite=True computes again even with the same settings
+    again = write_cumulants(store, "b", order=8, client="sync", overwrite=True)
+    np.testing.assert_allclose(again[:], in_memory(store, "b"), rtol=1e-12, atol=1e-14)
     assert stored_cumulants(store, order=2)["b"].shape == (240, 2 * N_FEATURES)
     with pytest.raises(StoreError, match="go up to order 8, 9 requested"):
         stored_cumulants(store, order=9)
