@@ -280,6 +280,16 @@ def test_local_profile_starts_and_shuts_down_its_cluster(tmp_path, monkeypatch):
     assert client.status == "closed" and cluster.status.name == "closed"
 
 
+def test_adapt_section_makes_the_cluster_adaptive(tmp_path):
+    text = (
+        "jobqueue:\n  grows:\n    kind: local\n    n-workers: 0\n"
+        "    adapt: {minimum: 1, maximum: 2, wait-count: 5}\n"
+    )
+    with connect(_write(tmp_path / "a.yaml", text)) as client:
+        client.wait_for_workers(1, timeout=60)  # started with none: Adaptive's minimum
+        assert client.submit(sum, [1, 2]).result() == 3
+
+
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
