@@ -408,6 +408,16 @@ class FeatureStore:
                 f"  features/{name}: {array.shape[1]} x {array.dtype}, "
                 f"model {attrs.get('model', '?')}, {state}"
             )
+        structure_features = self.group.get("structure_features")
+        for name, group in sorted(structure_features.groups() if structure_features else []):
+            if "cumulants" in group:
+                attrs = group["cumulants"].attrs
+                state = "complete" if attrs.get("complete") else "INCOMPLETE"
+                lines.append(
+                    f"  structure_features/{name}/cumulants: orders 1..{attrs.get('order')} "
+                    f"({attrs.get('kappa8')} kappa_8) of {attrs.get('n_features')} features, "
+                    f"{state}"
+                )
         return "\n".join(lines)
 
 

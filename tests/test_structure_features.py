@@ -51,6 +51,8 @@ def test_written_cumulants_equal_in_memory_ones(store):
     assert attrs["complete"] is True
     reopened = FeatureStore.open(store.path)
     assert cumulant_names(reopened) == ["a"]
+    line = "structure_features/a/cumulants: orders 1..6 (paper kappa_8) of 4 features, complete"
+    assert line in reopened.info()
     assert stored_cumulants(reopened)["a"].shape == (240, 6 * N_FEATURES)
 
 
