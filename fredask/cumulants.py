@@ -87,6 +87,19 @@ def transpose_into(out, rows, xp=np, tile: int = 64) -> None:
         out[:, start : start + tile] = rows[start : start + tile].T
 
 
+def expand_segments(values, lengths: np.ndarray, out, xp=np) -> None:
+    """``out[:, i] = values[:, segment of row i]``: each segment's column over its rows.
+
+    On numpy in place (``np.repeat`` would allocate, and fresh large arrays
+    page-fault on Dask workers, which return freed memory to the system).
+    """
+    if xp is np:
+        segment_of_row = np.repeat(np.arange(lengths.size), lengths)
+        np.take(values, segment_of_row, axis=1, out=out, mode="clip")
+    else:
+        out[...] = xp.repeat(values, lengths.tolist(), axis=1)
+
+
 def segment_power_sums(block, lengths: np.ndarray, order: int, xp=np) -> PowerSums:
     """Power sums of consecutive segments of the rows of ``block`` about their means.
 
@@ -130,8 +143,8 @@ def segment_power_sums(block, lengths: np.ndarray, order: int, xp=np) -> PowerSu
         transpose_into(x, block[row0:row1], xp)  # a float64 copy: the block is not changed
         xp.add.reduceat(x, local_starts, axis=1, out=centre[:, seg])
         centre[:, seg] /= local_lengths
-        repeats = lengths[seg] if xp is np else lengths[seg].tolist()  # cupy takes a list
-        x -= xp.repeat(centre[:, seg], repeats, axis=1)
+        expand_segments(centre[:, seg], lengths[seg], power, xp)
+        x -= power
         xp.add.reduceat(x, local_starts, axis=1, out=sums[0, :, seg])
         xp.multiply(x, x, out=power)
         for j in range(1, order):
@@ -142,16 +155,17 @@ def segment_power_sums(block, lengths: np.ndarray, order: int, xp=np) -> PowerSu
     return PowerSums(count, centre.T, sums.transpose(0, 2, 1))
 
 
-def moved_sums(part: PowerSums, offset, xp=np):
+def moved_sums(part: PowerSums, offset, xp=np, in_place: bool = False):
     """Power sums of ``part``'s rows about ``part.centre + offset`` (orders 1..order).
 
     ``sum (x - c - o)^p = sum_k C(p, k) S_{p-k} (-o)^k`` with ``S_0 = n``,
     evaluated by the Pascal recursion ``b_p += (-o) b_{p-1}`` (``r = 1..order``,
-    ``p = order..r``), in place: two passes per step, one scratch array.
+    ``p = order..r``): two passes per step, one scratch array; with
+    ``in_place`` in ``part.sums`` itself.
     """
     order = part.sums.shape[0]
     step = -offset
-    moved = xp.array(part.sums)  # b_1..b_order; b_0 = n
+    moved = part.sums if in_place else xp.array(part.sums)  # b_1..b_order; b_0 = n
     scratch = xp.empty(offset.shape)
     for r in range(1, order + 1):
         for p in range(order, r - 1, -1):
@@ -186,7 +200,13 @@ def merge_power_sums(parts: list[PowerSums], xp=np) -> PowerSums:
     return PowerSums(count, centre, sum(recentre(p, centre, xp).sums for p in parts))
 
 
-def cumulants_from_sums(sums: PowerSums, kappa8: str = "textbook", root_scale: bool = True, xp=np):
+def cumulants_from_sums(
+    sums: PowerSums,
+    kappa8: str = "textbook",
+    root_scale: bool = True,
+    xp=np,
+    consume: bool = False,
+):
     """Cumulant-major descriptor ``[kappa_1 | kappa_2 | ... | kappa_order]``.
 
     ``kappa_1`` is the mean; higher cumulants follow from the biased central
@@ -196,18 +216,22 @@ def cumulants_from_sums(sums: PowerSums, kappa8: str = "textbook", root_scale: b
     (the paper script's swapped coefficients).  Root scaling maps ``kappa_j``
     to ``sign(kappa_j) |kappa_j|^(1/j)`` for ``j >= 2``.
 
+    ``consume=True`` works in the arrays of ``sums`` (overwritten) instead of
+    a copy.
+
     Returns
     -------
     array, shape (k, order * d), float64
     """
-    # About the exact mean centre + S_1 / n: the small offset is moved, not a rounded mean.
     n = sums.count[:, None]
-    mu = moved_sums(sums, sums.sums[0] / n, xp)  # mu[p - 1]: central moment p
-    mu /= n
-    order, (n_segments, width) = mu.shape[0], sums.centre.shape
+    order, (n_segments, width) = sums.sums.shape[0], sums.centre.shape
     out = xp.empty((n_segments, order * width))
     blocks = [out[:, j * width : (j + 1) * width] for j in range(order)]
-    blocks[0][...] = sums.mean
+    # About the exact mean centre + S_1 / n: the small offset is moved, not a rounded mean.
+    xp.divide(sums.sums[0], n, out=blocks[0])
+    mu = moved_sums(sums, blocks[0], xp, in_place=consume)  # mu[p - 1]: central moment p
+    mu /= n
+    blocks[0] += sums.centre
     scratch = xp.empty((n_segments, width))
     for p in range(2, order + 1):
         kappa = blocks[p - 1]
@@ -224,8 +248,9 @@ def cumulants_from_sums(sums: PowerSums, kappa8: str = "textbook", root_scale: b
         blocks[7] += scratch
     if root_scale:
         for p in range(2, order + 1):
-            root = xp.abs(blocks[p - 1]) ** (1.0 / p)
-            blocks[p - 1][...] = xp.copysign(root, blocks[p - 1])
+            xp.abs(blocks[p - 1], out=scratch)
+            xp.power(scratch, 1.0 / p, out=scratch)
+            xp.copysign(scratch, blocks[p - 1], out=blocks[p - 1])
     return out
 
 
@@ -358,9 +383,11 @@ def chunk_power_sums(block, plan: ChunkPlan, order: int, skipped, name: str, xp=
     return sums
 
 
-def finished_cumulants(sums: PowerSums, structures: np.ndarray, options: dict, xp=np):
+def finished_cumulants(
+    sums: PowerSums, structures: np.ndarray, options: dict, xp=np, consume: bool = False
+):
     """Cumulants of whole ``structures`` from their sums: skipped ones NaN, overflow an error."""
-    out = cumulants_from_sums(sums, options["kappa8"], options["root_scale"], xp)
+    out = cumulants_from_sums(sums, options["kappa8"], options["root_scale"], xp, consume)
     skipped = np.isin(structures, options["skipped"])
     if skipped.any():
         out[xp.asarray(skipped)] = xp.nan
@@ -386,10 +413,10 @@ def chunk_cumulants(block, plan: ChunkPlan, options: dict, xp=np):
         the chunk).
     """
     sums = chunk_power_sums(block, plan, options["order"], options["skipped"], options["name"], xp)
+    edges = sums.take(slice(0, 1)).copy(), sums.take(slice(len(sums) - 1, None)).copy()
     inside = slice(int(plan.continued), max(plan.n_finished, int(plan.continued)))
     structures = np.arange(plan.first + inside.start, plan.first + inside.stop)
-    cumulants = finished_cumulants(sums.take(inside), structures, options, xp)
-    edges = sums.take(slice(0, 1)).copy(), sums.take(slice(len(sums) - 1, None)).copy()
+    cumulants = finished_cumulants(sums.take(inside), structures, options, xp, consume=True)
     return cumulants, edges
 
 
