@@ -101,9 +101,15 @@ def markdown_table(results: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _atoms_tex(n: int) -> str:
+    """``$10^{6}$`` for powers of ten (matplotlib mathtext), else ``1,234``."""
+    text = _atoms(n)
+    return f"$10^{{{text[3:]}}}$" if text.startswith("10^") else text
+
+
 def _label(r) -> str:
     features = f", {int(r['n_features'])} feat." if r["n_features"] else ""
-    return f"N={_atoms(int(r['n_atoms']))}{features}, chunk {int(r['chunk_rows']):,}"
+    return f"N={_atoms_tex(int(r['n_atoms']))}{features}, chunk {int(r['chunk_rows']):,}"
 
 
 def strong_scaling_figure(results: pd.DataFrame, title: str = "") -> Figure:
@@ -125,7 +131,8 @@ def strong_scaling_figure(results: pd.DataFrame, title: str = "") -> Figure:
     speedup_ax.plot(workers, ideal, ":", color="grey", label="ideal")
     efficiency_ax.axhline(1.0, linestyle=":", color="grey")
     speedup_ax.set(xlabel="workers", ylabel="speed-up (floor: dashed)", xticks=workers)
-    efficiency_ax.set(xlabel="workers", ylabel="parallel efficiency", xticks=workers, ylim=(0, 1.2))
+    top = max(1.2, float(np.nanmax(table["efficiency"])) + 0.1)
+    efficiency_ax.set(xlabel="workers", ylabel="parallel efficiency", xticks=workers, ylim=(0, top))
     speedup_ax.legend(fontsize=7)
     figure.suptitle(title or "Strong scaling", fontsize=10)
     return figure
@@ -171,7 +178,7 @@ def sweep_figure(results: pd.DataFrame, parameter: str, title: str = "") -> Figu
     keys = [*others, "workers"]
     for (key, group), colour in zip(table.groupby(keys), _colours(table, keys), strict=False):
         group = group.sort_values(parameter)
-        label = f"{key[0]} N={_atoms(int(key[1]))}, {key[-1]} worker{'s' * (key[-1] > 1)}"
+        label = f"{key[0]} N={_atoms_tex(int(key[1]))}, {key[-1]} worker{'s' * (key[-1] > 1)}"
         time_ax.plot(group[parameter], group["seconds"], "o-", color=colour, label=label)
         time_ax.plot(group[parameter], group["floor_s"], "x--", color=colour, alpha=0.6)
         ratio_ax.plot(group[parameter], group["ratio_to_floor"], "o-", color=colour)

@@ -1,8 +1,9 @@
 """Run a stage over a grid of atom counts, feature sizes, chunk sizes and worker counts.
 
 Each worker count gets its own ``LocalCluster`` of single-threaded worker
-processes; on it, every (atoms, features, chunk rows) point is warmed up, its
-floor measured, then the stage timed.  One row per point is recorded: time,
+processes, all open at once; every (atoms, features, chunk rows) point is
+measured on each of them in turn (warm-up, floor, then the stage), so the
+worker counts of a point are measured close together in time.  One row per point is recorded: time,
 throughput, floor and ratio to it, peak memory per worker, the load average
 before and after, and the machine.
 """
@@ -12,9 +13,8 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import product
-from pathlib import Path
 
 import pandas as pd
 
@@ -23,7 +23,6 @@ from fredask.scaling.data import (
     store_inputs,
     structure_inputs,
     synthetic_inputs,
-    synthetic_path,
     synthetic_store,
 )
 from fredask.scaling.measure import MIB, load_average, machine, timed
@@ -154,8 +153,24 @@ def local_client(n_workers: int):
     return distributed.Client(cluster)
 
 
+def _close(client) -> None:
+    cluster = client.cluster
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def _describe(client) -> dict:
+    """The workers' machines: the first one's details, all descriptions joined."""
+    hosts = list(client.run(machine).values())
+    return hosts[0] | {"description": "; ".join(sorted({h["description"] for h in hosts}))}
+
+
 def run_study(
-    grid: Grid, quiet: bool = False, clients: Callable[[int], object] | None = None
+    grid: Grid,
+    quiet: bool = False,
+    clients: Callable[[int], object] | None = None,
+    interleave: bool = True,
 ) -> pd.DataFrame:
     """Run the whole grid; one row per (workers, atoms, features, chunk rows).
 
@@ -170,6 +185,12 @@ def run_study(
         (e.g. of a dask-jobqueue cluster scaled to ``n`` jobs, after
         ``client.wait_for_workers(n)``); it and its cluster are closed after
         use.  Default: :func:`local_client`.
+    interleave : bool
+        Keep one cluster per worker count open for the whole study and
+        measure each point on all of them in turn, so that the worker counts
+        of a point see the same conditions of a shared machine (default).
+        False: one worker count after the other, one cluster at a time
+        (fewer jobs held on a batch system).
 
     Returns
     -------
@@ -179,52 +200,52 @@ def run_study(
         machines), ``cpu``, ``cores``, ``memory_gib`` (of the first worker's)
         and ``timestamp``.
     """
-    rows = []
+    make = clients or local_client
     inputs = {point: prepare(grid, *point) for point in grid.points()}
-    for n_workers in sorted(set(grid.workers)):
-        client = (clients or local_client)(n_workers)
+    counts = sorted(set(grid.workers))
+    rows = []
+    if interleave:
+        opened = {}
         try:
-            hosts = list(client.run(machine).values())
-            host = hosts[0] | {"description": "; ".join(sorted({h["description"] for h in hosts}))}
+            for n_workers in counts:
+                opened[n_workers] = make(n_workers)
+            hosts = {n: _describe(c) for n, c in opened.items()}
             for point, data in inputs.items():
-                start = time.perf_counter()
-                row = measure_point(grid, data, client, n_workers)
-                row.update(
-                    repeats=grid.repeats,
-                    method=grid.options.method if grid.stage == "gfre" else "",
-                    source=data.source,
-                    machine=host["description"],
-                    cpu=host["cpu"],
-                    cores=host["cores"],
-                    memory_gib=host["memory_gib"],
-                    timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                )
-                rows.append(row)
-                _log(
-                    f"{grid.stage} N={row['n_atoms']:,} F={point[1]} chunk={point[2]} "
-                    f"workers={n_workers}: {row['seconds']:.2f} s, floor "
-                    f"{row['floor_s']:.2f} s, x{row['ratio_to_floor']:.2f} "
-                    f"({time.perf_counter() - start:.0f} s with floor)",
-                    quiet,
-                )
+                for n_workers, client in opened.items():
+                    rows.append(_row(grid, point, data, client, n_workers, hosts[n_workers], quiet))
         finally:
-            cluster = client.cluster
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            for client in opened.values():
+                _close(client)
+    else:
+        for n_workers in counts:
+            client = make(n_workers)
+            try:
+                host = _describe(client)
+                for point, data in inputs.items():
+                    rows.append(_row(grid, point, data, client, n_workers, host, quiet))
+            finally:
+                _close(client)
     return pd.DataFrame(rows)
 
 
-def grid_stores(grid: Grid) -> list[Path]:
-    """The synthetic stores the grid uses (to report or delete them)."""
-    if grid.store is not None or grid.stage == "extraction":
-        return []
-    return [
-        synthetic_path(grid.data_dir, n, grid.n_models, f, c, grid.seed)
-        for n, f, c in grid.points()
-    ]
-
-
-def grid_dict(grid: Grid) -> dict:
-    """The grid as plain data (for reports)."""
-    return asdict(grid)
+def _row(grid: Grid, point, data: StudyInputs, client, n_workers: int, host: dict, quiet):
+    """Measure one point on one client; the CSV row."""
+    start = time.perf_counter()
+    row = measure_point(grid, data, client, n_workers)
+    row.update(
+        repeats=grid.repeats,
+        method=grid.options.method if grid.stage == "gfre" else "",
+        source=data.source,
+        machine=host["description"],
+        cpu=host["cpu"],
+        cores=host["cores"],
+        memory_gib=host["memory_gib"],
+        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
+    _log(
+        f"{grid.stage} N={row['n_atoms']:,} F={point[1]} chunk={point[2]} "
+        f"workers={n_workers}: {row['seconds']:.2f} s, floor {row['floor_s']:.2f} s, "
+        f"x{row['ratio_to_floor']:.2f} ({time.perf_counter() - start:.0f} s with floor)",
+        quiet,
+    )
+    return row
