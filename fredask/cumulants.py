@@ -166,7 +166,7 @@ def moved_sums(part: PowerSums, offset, xp=np, in_place: bool = False):
     order = part.sums.shape[0]
     step = -offset
     moved = part.sums if in_place else xp.array(part.sums)  # b_1..b_order; b_0 = n
-    scratch = xp.empty(offset.shape)
+    scratch = xp.empty_like(moved[0])  # the memory layout of the sums (feature-major)
     for r in range(1, order + 1):
         for p in range(order, r - 1, -1):
             below = part.count[:, None] if p == 1 else moved[p - 2]
@@ -225,32 +225,35 @@ def cumulants_from_sums(
     """
     n = sums.count[:, None]
     order, (n_segments, width) = sums.sums.shape[0], sums.centre.shape
-    out = xp.empty((n_segments, order * width))
-    blocks = [out[:, j * width : (j + 1) * width] for j in range(order)]
+    # The output in the memory layout of the sums (feature-major from the kernel), so
+    # that every step below runs over operands of one layout.
+    feature_major = sums.centre.flags.f_contiguous and not sums.centre.flags.c_contiguous
+    shape = (n_segments, order * width)
+    out = xp.empty(shape[::-1]).T if feature_major else xp.empty(shape)
+    kappa = [None] + [out[:, j * width : (j + 1) * width] for j in range(order)]  # kappa[p]
     # About the exact mean centre + S_1 / n: the small offset is moved, not a rounded mean.
-    xp.divide(sums.sums[0], n, out=blocks[0])
-    mu = moved_sums(sums, blocks[0], xp, in_place=consume)  # mu[p - 1]: central moment p
+    offset = sums.sums[0] / n
+    xp.add(sums.centre, offset, out=kappa[1])
+    mu = moved_sums(sums, offset, xp, in_place=consume)  # mu[p - 1]: central moment p
     mu /= n
-    blocks[0] += sums.centre
-    scratch = xp.empty((n_segments, width))
+    scratch = xp.empty_like(mu[0])
     for p in range(2, order + 1):
-        kappa = blocks[p - 1]
-        kappa[...] = mu[p - 1]
+        kappa[p][...] = mu[p - 1]
         for m in range(2, p - 1):
-            xp.multiply(blocks[m - 1], mu[p - m - 1], out=scratch)
+            xp.multiply(kappa[m], mu[p - m - 1], out=scratch)
             scratch *= comb(p - 1, m - 1)
-            kappa -= scratch
+            kappa[p] -= scratch
     if order == MAX_ORDER and kappa8 == "paper":
         xp.multiply(mu[1], mu[3], out=scratch)
         scratch -= mu[2] ** 2
         scratch *= mu[1]
         scratch *= 140
-        blocks[7] += scratch
+        kappa[8] += scratch
     if root_scale:
         for p in range(2, order + 1):
-            xp.abs(blocks[p - 1], out=scratch)
+            xp.abs(kappa[p], out=scratch)
             xp.power(scratch, 1.0 / p, out=scratch)
-            xp.copysign(scratch, blocks[p - 1], out=blocks[p - 1])
+            xp.copysign(scratch, kappa[p], out=kappa[p])
     return out
 
 
