@@ -14,15 +14,15 @@ import pytest
 import scipy.stats
 import zarr
 
-from fredask.cumulants import (
+from fredask.cumulants import structure_cumulants
+from fredask.passes import NonFiniteFeaturesError
+from fredask.power_sums import (
     PowerSums,
     cumulants_from_sums,
     merge_power_sums,
     recentre,
     segment_power_sums,
-    structure_cumulants,
 )
-from fredask.passes import NonFiniteFeaturesError
 
 SPEC_ATOMS = np.array([[0, 1], [1, -1], [2, 0.5], [3, 2], [10, 0]], dtype=float)
 SPEC_TEXTBOOK = [
