@@ -175,3 +175,16 @@ def skmatter_measures():
 def default_estimator():
     """Factory of scikit-matter's default Ridge2FoldCV for the reconstruction measures."""
     return _default_estimator
+
+
+@pytest.fixture
+def distributed_client():
+    """A client of a LocalCluster of two single-threaded worker processes (closed after)."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client

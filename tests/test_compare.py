@@ -89,18 +89,14 @@ def test_heatmap_is_annotated_source_by_target(models):
     assert ax.images[0].get_clim() == (0.0, 1.0)
 
 
-def test_passed_distributed_client_is_used(models):
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        with distributed.get_task_stream(client) as stream:
-            result = reconstruction_matrix(models, "gfre", client=client, progress=False)
-        workers = {task["worker"] for task in stream.data}
-        assert workers and workers <= set(client.scheduler_info()["workers"])
+def test_passed_distributed_client_is_used(models, distributed_client):
+    import distributed
+
+    client = distributed_client
+    with distributed.get_task_stream(client) as stream:
+        result = reconstruction_matrix(models, "gfre", client=client, progress=False)
+    workers = {task["worker"] for task in stream.data}
+    assert workers and workers <= set(client.scheduler_info()["workers"])
     local = reconstruction_matrix(models, "gfre", client="threads", progress=False)
     np.testing.assert_allclose(result.matrix, local.matrix, rtol=1e-13)
 
@@ -142,19 +138,13 @@ def test_cli_refuses_a_group_without_features(tmp_path):
         cli_main(["compare", str(tmp_path / "empty.zarr")])
 
 
-def test_pointwise_and_local_passes_on_a_distributed_client(models):
-    distributed = pytest.importorskip("distributed")
+def test_pointwise_and_local_passes_on_a_distributed_client(models, distributed_client):
     a, b = models["a"], models["d"]
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        pointwise = metrics.pointwise_global_reconstruction_error(a, b, client=client)
-        local = reconstruction_matrix(
-            {"a": a, "d": b}, "lfre", client=client, progress=False
-        ).matrix.loc["a", "d"]
+    client = distributed_client
+    pointwise = metrics.pointwise_global_reconstruction_error(a, b, client=client)
+    local = reconstruction_matrix(
+        {"a": a, "d": b}, "lfre", client=client, progress=False
+    ).matrix.loc["a", "d"]
     np.testing.assert_allclose(
         pointwise, metrics.pointwise_global_reconstruction_error(a, b), rtol=1e-12
     )

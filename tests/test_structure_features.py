@@ -56,17 +56,12 @@ def test_written_cumulants_equal_in_memory_ones(store):
     assert stored_cumulants(reopened)["a"].shape == (240, 6 * N_FEATURES)
 
 
-def test_written_on_distributed_workers(store):
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        with distributed.get_task_stream(client) as stream:
-            array = write_cumulants(store, "b", client=client)
-        assert {task["worker"] for task in stream.data}  # the work ran on the workers
+def test_written_on_distributed_workers(store, distributed_client):
+    import distributed
+
+    with distributed.get_task_stream(distributed_client) as stream:
+        array = write_cumulants(store, "b", client=distributed_client)
+    assert {task["worker"] for task in stream.data}  # the work ran on the workers
     np.testing.assert_allclose(array[:], in_memory(store, "b"), rtol=1e-12, atol=1e-14)
 
 
