@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -19,8 +21,6 @@ ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
 
 def execute(name: str, **parameters) -> dict:
     """Run notebook ``name`` with ``parameters`` overriding its parameters cell."""
-    nbclient = pytest.importorskip("nbclient")
-    nbformat = pytest.importorskip("nbformat")
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     tagged = [i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{name}: one cell must be tagged 'parameters'"
