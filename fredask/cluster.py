@@ -225,5 +225,6 @@ def compute(obj, scheduler: Scheduler, progress: bool = False):
                 return dask.compute(obj, scheduler=scheduler)[0]
     futures = scheduler.compute(obj)  # a future, or a list of them for a list
     if progress:
-        distributed.progress(futures, scheduler=scheduler.scheduler.address)
+        # a text bar also in Jupyter, where the widget needs ipywidgets
+        distributed.progress(futures, scheduler=scheduler.scheduler.address, notebook=False)
     return scheduler.gather(futures)

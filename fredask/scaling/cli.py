@@ -45,8 +45,29 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--model", default="chgnet:0.3.0", help="extraction model spec")
     p.add_argument("--output", type=Path, default=Path("fredask-results/bench"))
     p.add_argument("--name", help="file stem of the outputs (default: the stage)")
+    p.add_argument(
+        "--cluster",
+        metavar="PROFILE",
+        help="a cluster profile (e.g. slurm-cpu) scaled to each --workers count "
+        "(default: a LocalCluster per count)",
+    )
     p.set_defaults(func=bench)
     return p
+
+
+def _scaled(profile: str):
+    """``clients(n)``: a new cluster of ``profile`` with ``n`` workers."""
+    from fredask.cluster import get_client
+
+    def clients(n_workers: int):
+        client = get_client(profile, set_as_default=False)
+        if client.cluster is None:
+            raise SystemExit(f"--cluster {profile}: bench needs a profile it can scale")
+        client.cluster.scale(n_workers)
+        client.wait_for_workers(n_workers)
+        return client
+
+    return clients
 
 
 def bench(args: argparse.Namespace) -> None:
@@ -71,7 +92,7 @@ def bench(args: argparse.Namespace) -> None:
     )
     name = args.name or args.stage
     before = load_average()
-    results = run_study(grid)
+    results = run_study(grid, clients=None if args.cluster is None else _scaled(args.cluster))
     after = load_average()
     csv = write_csv(results, args.output / f"{name}.csv")
     plots = write_plots(results, args.output, name, title=args.stage)
