@@ -150,7 +150,7 @@ def local_client(n_workers: int):
     cluster = distributed.LocalCluster(
         n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
     )
-    return distributed.Client(cluster)
+    return distributed.Client(cluster, set_as_default=False)
 
 
 def _close(client) -> None:
