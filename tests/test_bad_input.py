@@ -274,7 +274,8 @@ def test_unknown_method(features, measure, method):
 
 def test_unknown_scheduler_name(features):
     X, Y = features
-    with pytest.raises(ValueError, match=r"unknown cluster profile 'processes'; known profiles: local"):
+    known = r"unknown cluster profile 'processes'; known profiles: local"
+    with pytest.raises(ValueError, match=known):
         metrics.global_reconstruction_error(X, Y, client="processes")
 
 
