@@ -103,19 +103,21 @@ def local_errors(
         raise ValueError("the train rows are too few for two folds")
     train = merge_moments([to_host(m) for m in moments[FOLD1 : FOLD2 + 1]], "diagonal", np)
     centre, scale = fit_scaling(train, features, scaler, "diagonal")
-    test = _scaled(test, features, centre, scale)
+    shifts = {
+        name: (centre[features.columns(name)], scale[features.columns(name)])
+        for name in features.names
+    }
+    test = {name: _scale(values, shifts[name]) for name, values in test.items()}
 
     neighbours = {}
     for source in dict.fromkeys(s for s, _ in pairs):
         k_max = max(k for (s, _), k in ks.items() if s == source)
-        cols = features.columns(source)
         _, neighbours[source] = nearest_train_rows(
             features,
             labels,
             source,
             test[source],
-            centre[cols],
-            scale[cols],
+            *shifts[source],
             k_max,
             scheduler,
             progress=progress,
@@ -125,10 +127,6 @@ def local_errors(
     # tasks over blocks of test rows) without a round trip through the client
     needed = np.unique(np.concatenate([rows.ravel() for rows in neighbours.values()]))
     pool = gather_rows_graph(features, needed)  # input dtype: scaled block by block
-    shifts = {
-        name: (centre[features.columns(name)], scale[features.columns(name)])
-        for name in features.names
-    }
     if isinstance(scheduler, str):
         share = functools.partial(dask.delayed, pure=True)
     else:  # send the test rows to the cluster once, not inside every task
@@ -162,12 +160,10 @@ def local_errors(
     }
 
 
-def _scaled(rows: dict, features: FeatureSet, centre, scale) -> dict:
-    """Rows of every model, centred and scaled, as float64."""
-    return {
-        name: (values - centre[features.columns(name)]) / scale[features.columns(name)]
-        for name, values in rows.items()
-    }
+def _scale(values, shift):
+    """``(values - centre) / scale`` for ``shift = (centre, scale)``, in float64."""
+    centre, scale = shift
+    return (values - centre) / scale
 
 
 def _blocks(n: int, size: int) -> list[slice]:
@@ -180,7 +176,7 @@ def _block_errors(pool, shifts, source, target, index, x_test, y_test, block, ri
     ``pool`` holds the neighbours' rows in the input dtype; ``shifts`` the
     (centre, scale) of each model, applied here in float64.
     """
-    x, y = ((pool[name][index] - shifts[name][0]) / shifts[name][1] for name in (source, target))
+    x, y = (_scale(pool[name][index], shifts[name]) for name in (source, target))
     return local_fit_errors(x, y, x_test[block], y_test[block], ridge, eps, xp)
 
 
