@@ -206,10 +206,3 @@ def gather_rows_graph(features: FeatureSet, rows: np.ndarray, xp=np):
 
 def _by_model(parts, names, xp) -> dict:
     return {name: xp.concatenate([part[m] for part in parts]) for m, name in enumerate(names)}
-
-
-def gather_rows_pass(
-    features: FeatureSet, rows: np.ndarray, scheduler: Scheduler, xp=np, progress: bool = False
-) -> dict[str, np.ndarray]:
-    """The given rows (sorted, unique) of every model (:func:`gather_rows_graph`)."""
-    return compute(gather_rows_graph(features, rows, xp), scheduler, progress)

@@ -29,10 +29,8 @@ from scipy.linalg import lapack
 
 from fredask.splits import N_SUBSETS
 
-#: Scatter forms a global fit can use.
+#: Scatter forms a global fit can use (``"diagonal"`` serves only the scalers).
 METHODS = ("qr", "gram")
-#: All scatter forms, including the scalers' diagonal.
-SCATTER_FORMS = (*METHODS, "diagonal")
 
 
 @dataclass
