@@ -19,13 +19,13 @@ import dask.array as da
 import numpy as np
 
 from fredask.cluster import compute
-from fredask.features import as_feature_set
+from fredask.features import as_feature_set, from_zarr_in_tasks
 from fredask.passes import NonFiniteFeaturesError
 from fredask.power_sums import (
     MAX_ORDER,
-    PowerSums,
     cumulants_from_sums,
     merge_power_sums,
+    segment_cumulants,
     segment_power_sums,
 )
 
@@ -138,34 +138,31 @@ def plan_chunks(row_chunks, offsets: np.ndarray, n_atoms: np.ndarray) -> list[Ch
     return plans
 
 
-def chunk_power_sums(block, plan: ChunkPlan, order: int, skipped, name: str, xp=np):
-    """The kernel: power sums of every structure piece in one chunk.
+def check_finite_pieces(block, plan: ChunkPlan, means, first_piece: int, options: dict, xp=np):
+    """Refuse NaN or inf in the pieces ``first_piece, ...`` of a chunk, given their means.
 
     Raises :class:`~fredask.passes.NonFiniteFeaturesError` naming the first
-    structure (not in ``skipped``) whose rows hold NaN or inf.
+    such structure (not in ``options["skipped"]``) and its first bad row.
     """
-    sums = segment_power_sums(block, plan.lengths, order, xp)
-    bad = ~xp.isfinite(sums.mean).all(axis=1)
+    bad = ~xp.isfinite(means).all(axis=1)
+    skipped = options["skipped"]
     if skipped.size:
-        structures = xp.arange(plan.first, plan.first + len(sums))
-        bad &= ~xp.asarray(np.isin(np.asarray(structures), skipped))
-    if bad.any():
-        piece = int(xp.flatnonzero(bad)[0])
-        row0 = int(plan.lengths[:piece].sum())
-        rows = xp.asarray(block[row0 : row0 + int(plan.lengths[piece])])
-        row = plan.start + row0 + int(xp.flatnonzero(~xp.isfinite(rows).all(axis=1))[0])
-        raise NonFiniteFeaturesError(
-            f"features {name!r} hold NaN or infinite values in structure "
-            f"{plan.first + piece} (first at row {row})"
-        )
-    return sums
+        structures = np.arange(plan.first + first_piece, plan.first + first_piece + len(means))
+        bad &= ~xp.asarray(np.isin(structures, skipped))
+    if not bad.any():
+        return
+    piece = first_piece + int(xp.flatnonzero(bad)[0])
+    row0 = int(plan.lengths[:piece].sum())
+    rows = xp.asarray(block[row0 : row0 + int(plan.lengths[piece])])
+    row = plan.start + row0 + int(xp.flatnonzero(~xp.isfinite(rows).all(axis=1))[0])
+    raise NonFiniteFeaturesError(
+        f"features {options['name']!r} hold NaN or infinite values in structure "
+        f"{plan.first + piece} (first at row {row})"
+    )
 
 
-def finished_cumulants(
-    sums: PowerSums, structures: np.ndarray, options: dict, xp=np, consume: bool = False
-):
-    """Cumulants of whole ``structures`` from their sums: skipped ones NaN, overflow an error."""
-    out = cumulants_from_sums(sums, options["kappa8"], options["root_scale"], xp, consume)
+def finished_cumulants(out, structures: np.ndarray, options: dict, xp=np):
+    """``out``, the cumulants of whole ``structures``: skipped ones NaN, overflow an error."""
     skipped = np.isin(structures, options["skipped"])
     if skipped.any():
         out[xp.asarray(skipped)] = xp.nan
@@ -185,17 +182,30 @@ def chunk_cumulants(block, plan: ChunkPlan, options: dict, xp=np):
     Returns
     -------
     (array, (PowerSums, PowerSums))
-        Cumulants of the structures that begin and end in the chunk, and
-        copies of the sums of its first and last pieces (parts of structures
-        that may cross its edges; the same piece when one structure fills
-        the chunk).
+        Cumulants of the structures that begin and end in the chunk, and the
+        sums of its first and last pieces (parts of structures that may cross
+        its edges; the same piece when one structure fills the chunk).
+
+    Raises
+    ------
+    NonFiniteFeaturesError
+        NaN or inf in a structure's rows (not a skipped one).
     """
-    sums = chunk_power_sums(block, plan, options["order"], options["skipped"], options["name"], xp)
-    edges = sums.take(slice(0, 1)).copy(), sums.take(slice(len(sums) - 1, None)).copy()
+    lengths, order = plan.lengths, options["order"]
+    last = len(lengths) - 1
+    edges = (
+        segment_power_sums(block[: lengths[0]], lengths[:1], order, xp),
+        segment_power_sums(block[int(lengths[:last].sum()) :], lengths[last:], order, xp),
+    )
     inside = slice(int(plan.continued), max(plan.n_finished, int(plan.continued)))
+    rows = slice(int(lengths[: inside.start].sum()), int(lengths[: inside.stop].sum()))
+    kappa8, root_scale = options["kappa8"], options["root_scale"]
+    out = segment_cumulants(block[rows], lengths[inside], order, kappa8, root_scale, xp)
+    check_finite_pieces(block, plan, edges[0].mean, 0, options, xp)
+    check_finite_pieces(block, plan, out[:, : block.shape[1]], inside.start, options, xp)
+    check_finite_pieces(block, plan, edges[1].mean, last, options, xp)
     structures = np.arange(plan.first + inside.start, plan.first + inside.stop)
-    cumulants = finished_cumulants(sums.take(inside), structures, options, xp, consume=True)
-    return cumulants, edges
+    return finished_cumulants(out, structures, options, xp), edges
 
 
 def crossing_cumulants(*edges, structure: int, options: dict, xp=np):
@@ -205,7 +215,9 @@ def crossing_cumulants(*edges, structure: int, options: dict, xp=np):
     piece of the first chunk, then the first piece of each later chunk.
     """
     pieces = [edges[0][1], *(e[0] for e in edges[1:])]
-    return finished_cumulants(merge_power_sums(pieces, xp), np.array([structure]), options, xp)
+    merged = merge_power_sums(pieces, xp)
+    out = cumulants_from_sums(merged, options["kappa8"], options["root_scale"], xp)
+    return finished_cumulants(out, np.array([structure]), options, xp)
 
 
 def cumulant_blocks(array: da.Array, n_atoms, options: dict, xp=np) -> da.Array:
@@ -302,6 +314,8 @@ def structure_cumulants(
     check_options(order, kappa8)
     lazy = isinstance(features, da.Array) or type(features).__module__.startswith("zarr")
     lazy |= isinstance(getattr(features, "data", None), da.Array)  # Dask-backed xarray
+    if type(features).__module__.startswith("zarr"):
+        features = from_zarr_in_tasks(features)  # several storage chunks per task
     array = as_feature_set({name: features}).arrays[0]
     options = {
         "order": int(order),

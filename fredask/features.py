@@ -15,6 +15,8 @@ import numpy as np
 
 #: Target size of one chunk of concatenated float64 rows, for in-memory inputs.
 DEFAULT_CHUNK_BYTES = 64 * 2**20
+#: Target size of the stored rows one task reads (:func:`from_zarr_in_tasks`).
+TASK_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,23 @@ def _as_array(name: str, value):
     if arr.dtype == object:
         raise TypeError(f"features {name!r} are not a numeric array")
     return arr
+
+
+def from_zarr_in_tasks(array, task_bytes: int = TASK_BYTES, min_tasks: int = 4) -> da.Array:
+    """A stored ``(n_rows, d)`` array as Dask, several storage chunks of rows per task.
+
+    Each task costs a few milliseconds of scheduling however small it is: at
+    16 MiB storage chunks, reading 64 MiB per task cut a streamed pass over
+    1.8 GiB from 4.2 s to 2.8 s on 2 workers (and the read alone from 2.6 s
+    to 2.0 s).  Tasks group whole storage chunks, about ``task_bytes`` each,
+    but no fewer than ``min_tasks`` tasks when the array has that many
+    chunks (so all workers get work).
+    """
+    storage_rows = int(array.chunks[0])
+    n_chunks = -(-int(array.shape[0]) // storage_rows)
+    chunk_bytes = storage_rows * int(np.prod(array.shape[1:])) * array.dtype.itemsize
+    group = max(1, min(task_bytes // max(chunk_bytes, 1), n_chunks // min_tasks))
+    return da.from_zarr(array, chunks=(group * storage_rows, *array.shape[1:]))
 
 
 def as_feature_set(

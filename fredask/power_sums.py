@@ -94,6 +94,10 @@ def expand_segments(values, lengths: np.ndarray, out, xp=np) -> None:
 def segment_power_sums(block, lengths: np.ndarray, order: int, xp=np) -> PowerSums:
     """Power sums of consecutive segments of the rows of ``block`` about their means.
 
+    On numpy the compiled one-read kernel
+    (:func:`fredask.power_sums_cpu.segment_power_sums_cpu`), otherwise
+    :func:`segment_power_sums_xp`; the two agree to rounding.
+
     Parameters
     ----------
     block : array, shape (n, d)
@@ -107,6 +111,45 @@ def segment_power_sums(block, lengths: np.ndarray, order: int, xp=np) -> PowerSu
     -------
     PowerSums
         Centred on the computed means (``S_1`` holds their rounding error).
+    """
+    if xp is not np:
+        return segment_power_sums_xp(block, lengths, order, xp)
+    from fredask.power_sums_cpu import segment_power_sums_cpu  # compiles on first use
+
+    centre, sums = segment_power_sums_cpu(block, lengths, order)
+    return PowerSums(np.asarray(lengths, dtype=np.float64), centre, sums)
+
+
+def segment_cumulants(
+    block, lengths: np.ndarray, order: int, kappa8: str = "textbook", root_scale: bool = True, xp=np
+):
+    """Cumulant-major cumulants of consecutive segments of the rows of ``block``.
+
+    ``cumulants_from_sums(segment_power_sums(...))``; on numpy fused into one
+    compiled read of the block
+    (:func:`fredask.power_sums_cpu.segment_cumulants_cpu`).
+
+    Returns
+    -------
+    array, shape (k, order * d), float64
+    """
+    if xp is not np:
+        sums = segment_power_sums_xp(block, lengths, order, xp)
+        return cumulants_from_sums(sums, kappa8, root_scale, xp, consume=True)
+    from fredask.power_sums_cpu import segment_cumulants_cpu  # compiles on first use
+
+    out = segment_cumulants_cpu(block, lengths, order, kappa8)
+    if root_scale:
+        scale_roots(out, order, xp)
+    return out
+
+
+def segment_power_sums_xp(block, lengths: np.ndarray, order: int, xp=np) -> PowerSums:
+    """:func:`segment_power_sums` in array operations of ``xp`` (numpy or cupy).
+
+    Segment reductions over a float64 copy of the block, transposed so that
+    each reduction runs over contiguous memory, in sub-blocks of about
+    :data:`SUBBLOCK_ROWS` rows.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     ends = np.cumsum(lengths)
@@ -241,8 +284,21 @@ def cumulants_from_sums(
         scratch *= 140
         kappa[8] += scratch
     if root_scale:
-        for p in range(2, order + 1):
-            xp.abs(kappa[p], out=scratch)
-            xp.power(scratch, 1.0 / p, out=scratch)
-            xp.copysign(scratch, kappa[p], out=kappa[p])
+        scale_roots(out, order, xp, scratch)
     return out
+
+
+def scale_roots(cumulants, order: int, xp=np, scratch=None) -> None:
+    """Root scaling in place: ``kappa_j -> sign(kappa_j) |kappa_j|^(1/j)`` for ``j >= 2``.
+
+    ``cumulants`` is cumulant-major, shape (k, order * d); ``scratch`` an
+    optional (k, d) work array.
+    """
+    width = cumulants.shape[1] // order
+    if scratch is None:
+        scratch = xp.empty_like(cumulants[:, :width])
+    for p in range(2, order + 1):
+        kappa = cumulants[:, (p - 1) * width : p * width]
+        xp.abs(kappa, out=scratch)
+        xp.power(scratch, 1.0 / p, out=scratch)
+        xp.copysign(scratch, kappa, out=kappa)

@@ -21,7 +21,9 @@ from fredask.power_sums import (
     cumulants_from_sums,
     merge_power_sums,
     recentre,
+    segment_cumulants,
     segment_power_sums,
+    segment_power_sums_xp,
 )
 
 SPEC_ATOMS = np.array([[0, 1], [1, -1], [2, 0.5], [3, 2], [10, 0]], dtype=float)
@@ -243,6 +245,10 @@ def test_large_mean_tiny_spread_keeps_its_digits():
     chunked = da.from_array(features, chunks=(97, 4))
     got = structure_cumulants(chunked, n_atoms, root_scale=False).compute(scheduler="sync")
     assert sigma_units(got, expected, n_atoms, 4).max() < 1e-8
+    # the array-module kernel (the GPU path), run with numpy
+    sums = segment_power_sums_xp(features, n_atoms, 8)
+    array_path = cumulants_from_sums(sums, root_scale=False)
+    assert sigma_units(array_path, expected, n_atoms, 4).max() < 1e-8
 
     def raw_power_sum_moment(block, j):  # the method SPEC section 7 warns about
         raw = [np.mean(block**k, axis=0) for k in range(j + 1)]
@@ -251,6 +257,40 @@ def test_large_mean_tiny_spread_keeps_its_digits():
 
     raw = reference(features, n_atoms, root_scale=False, moment=raw_power_sum_moment)
     assert sigma_units(raw, expected, n_atoms, 4).max() > 1e3
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int16])
+@pytest.mark.parametrize(
+    ("order", "kappa8", "root_scale"),
+    [(8, "textbook", True), (8, "paper", True), (8, "paper", False), (5, "paper", True),
+     (3, "textbook", False), (1, "textbook", True)],
+)  # fmt: skip
+def test_compiled_kernel_equals_array_kernel(dtype, order, kappa8, root_scale):
+    """The compiled CPU kernel and the array-module kernel (the GPU path) agree to rounding,
+    on ragged structures of 1 to 200 atoms, from a non-contiguous block."""
+    features, n_atoms = ragged(11, 40, n_features=7)
+    if dtype == np.int16:
+        features = np.round(features * 100)
+    block = np.asfortranarray(features.astype(dtype))[:, 1:]  # neither C nor contiguous
+    compiled = segment_cumulants(block, n_atoms, order, kappa8, root_scale)
+    sums = segment_power_sums_xp(block, n_atoms, order)
+    expected = cumulants_from_sums(sums, kappa8, root_scale)
+    assert compiled.shape == expected.shape == (40, order * 6)
+    if root_scale:
+        compiled, expected = unscale(compiled, 6), unscale(expected, 6)
+    np.testing.assert_allclose(compiled[:, :6], expected[:, :6], rtol=1e-13, atol=1e-13)
+    keep = n_atoms > 1
+    if order > 1:
+        sigma = np.sqrt(expected[keep][:, 6:12])
+        for j in range(2, order + 1):
+            cols = slice((j - 1) * 6, j * 6)
+            diff = np.abs(compiled[keep][:, cols] - expected[keep][:, cols])
+            # relative, or in units of std**j where cancellation leaves kappa_j small
+            assert (diff / (sigma**j + np.abs(expected[keep][:, cols]))).max() < 1e-11, j
+        np.testing.assert_array_equal(compiled[~keep][:, 6:], 0.0)
+    compiled_sums = segment_power_sums(block, n_atoms, order)
+    np.testing.assert_allclose(compiled_sums.centre, sums.centre, rtol=1e-13, atol=1e-13)
+    np.testing.assert_array_equal(compiled_sums.count, sums.count)
 
 
 def test_merging_pieces_equals_one_segment():
