@@ -1,12 +1,13 @@
 """Per-structure cumulants of atom features, streamed over row chunks (SPEC section 7).
 
 A structure is a run of contiguous rows.  The kernel of a row chunk computes
-the power sums of every piece of a structure it holds
-(:mod:`fredask.power_sums`), finishes the cumulants of the structures wholly
-inside it and hands on only the sums of its two edge pieces; a small task per
+the cumulants of the structures wholly inside it (:mod:`fredask.power_sums`;
+on numpy one compiled read of the chunk, :mod:`fredask.power_sums_cpu`) and
+hands on only the power sums of its two edge pieces; a small task per
 structure that crosses chunk edges merges its pieces exactly.  The output has
 known chunks, so it can be written into a store block by block
-(:mod:`fredask.structure_features`).
+(:mod:`fredask.structure_features`).  Stored (Zarr) features are read in
+tasks of several storage chunks (:func:`fredask.features.from_zarr_in_tasks`).
 """
 
 from __future__ import annotations
