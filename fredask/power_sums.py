@@ -16,6 +16,7 @@ float64 whatever the input dtype.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from itertools import pairwise
 from math import comb
@@ -91,12 +92,24 @@ def expand_segments(values, lengths: np.ndarray, out, xp=np) -> None:
         out[...] = xp.repeat(values, lengths.tolist(), axis=1)
 
 
+def compiled_kernels():
+    """:mod:`fredask.power_sums_cpu` (compiled on first use), or None without numba.
+
+    numba is a dependency, but it supports a new Python only months after its
+    release; without it the array-module kernels run on numpy (4x slower).
+    """
+    try:
+        return importlib.import_module("fredask.power_sums_cpu")
+    except ImportError:
+        return None
+
+
 def segment_power_sums(block, lengths: np.ndarray, order: int, xp=np) -> PowerSums:
     """Power sums of consecutive segments of the rows of ``block`` about their means.
 
     On numpy the compiled one-read kernel
-    (:func:`fredask.power_sums_cpu.segment_power_sums_cpu`), otherwise
-    :func:`segment_power_sums_xp`; the two agree to rounding.
+    (:func:`fredask.power_sums_cpu.segment_power_sums_cpu`), otherwise (or
+    without numba) :func:`segment_power_sums_xp`; the two agree to rounding.
 
     Parameters
     ----------
@@ -112,11 +125,10 @@ def segment_power_sums(block, lengths: np.ndarray, order: int, xp=np) -> PowerSu
     PowerSums
         Centred on the computed means (``S_1`` holds their rounding error).
     """
-    if xp is not np:
+    compiled = compiled_kernels() if xp is np else None
+    if compiled is None:
         return segment_power_sums_xp(block, lengths, order, xp)
-    from fredask.power_sums_cpu import segment_power_sums_cpu  # compiles on first use
-
-    centre, sums = segment_power_sums_cpu(block, lengths, order)
+    centre, sums = compiled.segment_power_sums_cpu(block, lengths, order)
     return PowerSums(np.asarray(lengths, dtype=np.float64), centre, sums)
 
 
@@ -133,12 +145,11 @@ def segment_cumulants(
     -------
     array, shape (k, order * d), float64
     """
-    if xp is not np:
+    compiled = compiled_kernels() if xp is np else None
+    if compiled is None:
         sums = segment_power_sums_xp(block, lengths, order, xp)
         return cumulants_from_sums(sums, kappa8, root_scale, xp, consume=True)
-    from fredask.power_sums_cpu import segment_cumulants_cpu  # compiles on first use
-
-    out = segment_cumulants_cpu(block, lengths, order, kappa8)
+    out = compiled.segment_cumulants_cpu(block, lengths, order, kappa8)
     if root_scale:
         scale_roots(out, order, xp)
     return out

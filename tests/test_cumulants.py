@@ -7,6 +7,7 @@ cumulant formulas (fredask uses the moment-cumulant recursion).
 
 import itertools
 import math
+import sys
 
 import dask.array as da
 import numpy as np
@@ -18,6 +19,7 @@ from fredask.cumulants import structure_cumulants
 from fredask.passes import NonFiniteFeaturesError
 from fredask.power_sums import (
     PowerSums,
+    compiled_kernels,
     cumulants_from_sums,
     merge_power_sums,
     recentre,
@@ -291,6 +293,16 @@ def test_compiled_kernel_equals_array_kernel(dtype, order, kappa8, root_scale):
     compiled_sums = segment_power_sums(block, n_atoms, order)
     np.testing.assert_allclose(compiled_sums.centre, sums.centre, rtol=1e-13, atol=1e-13)
     np.testing.assert_array_equal(compiled_sums.count, sums.count)
+
+
+def test_without_numba_the_array_kernel_runs(monkeypatch):
+    """Where numba cannot be imported (a Python it does not support yet), same results."""
+    features, n_atoms = ragged(12, 25, n_features=3)
+    compiled = structure_cumulants(features, n_atoms)
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
+    monkeypatch.delitem(sys.modules, "fredask.power_sums_cpu", raising=False)
+    assert compiled_kernels() is None
+    np.testing.assert_allclose(structure_cumulants(features, n_atoms), compiled, rtol=1e-12)
 
 
 def test_merging_pieces_equals_one_segment():
