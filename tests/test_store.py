@@ -7,6 +7,7 @@ import zarr
 from ase.build import bulk
 from ase.collections import g2, s22
 
+from fredask.features import from_zarr_in_tasks
 from fredask.store import FORMAT_VERSION, FeatureStore, StoreError
 from fredask.structures import StructureFileError, StructureTable, read_structures
 
@@ -164,3 +165,26 @@ def test_structures_in_rows_reads_the_overlapping_structures(store, table, struc
         for atoms, index in zip(found, indices, strict=True):
             assert atoms == structures[index]
             assert atoms.info["subset"] == structures[index].info["subset"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "storage_rows", "task_bytes", "expected"),
+    [
+        (10000, 100, 400 * 8 * 3, 400),  # 4 storage chunks fit the task bytes
+        (1000, 100, 10**9, 200),  # 10 chunks: 2 per task, for at least 4 tasks
+        (1000, 100, 1, 100),  # a task holds at least one storage chunk
+        (250, 100, 10**9, 100),  # fewer chunks than min_tasks: one each
+    ],
+)
+def test_zarr_is_read_in_tasks_of_whole_storage_chunks(
+    tmp_path, rows, storage_rows, task_bytes, expected
+):
+    values = np.arange(rows * 3, dtype=np.float64).reshape(rows, 3)
+    stored = zarr.create_array(
+        tmp_path / "x.zarr", shape=values.shape, chunks=(storage_rows, 3), dtype=values.dtype
+    )
+    stored[:] = values
+    lazy = from_zarr_in_tasks(stored, task_bytes=task_bytes)
+    assert lazy.chunks[0][0] == expected
+    assert all(c % storage_rows == 0 for c in lazy.chunks[0][:-1])
+    np.testing.assert_array_equal(lazy.compute(scheduler="sync"), values)
