@@ -43,21 +43,9 @@ def _centred_sums(block, first, stop, mean, acc):  # pragma: no cover - compiled
         for c in range(n_columns):
             x = row[c] - mean[c]
             p = x
-            acc[0, c] += p
-            p *= x
-            acc[1, c] += p
-            p *= x
-            acc[2, c] += p
-            p *= x
-            acc[3, c] += p
-            p *= x
-            acc[4, c] += p
-            p *= x
-            acc[5, c] += p
-            p *= x
-            acc[6, c] += p
-            p *= x
-            acc[7, c] += p
+            for j in range(POWERS):  # a constant trip count: unrolled by the compiler
+                acc[j, c] += p
+                p *= x
 
 
 @numba.njit(nogil=True, cache=True)
