@@ -23,7 +23,6 @@ import zarr
 
 from fredask.cluster import compute, resolve_client
 from fredask.cumulants import check_options, structure_cumulants
-from fredask.features import from_zarr_in_tasks
 from fredask.store import FeatureStore, StoreError
 
 #: Structures per chunk of every structure-level array (16 MiB at 128 features of order
@@ -103,7 +102,7 @@ def write_cumulants(
     skipped = [int(s) for s in store.skipped_structures([name])]
     n_atoms = store.group["structures"]["n_atoms"][:]
     values = structure_cumulants(
-        from_zarr_in_tasks(source), n_atoms, order, root_scale, kappa8, skipped=skipped, name=name
+        source, n_atoms, order, root_scale, kappa8, skipped=skipped, name=name
     )
     with store.writing(f"{GROUP}-{name}"):
         target = (
