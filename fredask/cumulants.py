@@ -194,10 +194,13 @@ def chunk_cumulants(block, plan: ChunkPlan, options: dict, xp=np):
     """
     lengths, order = plan.lengths, options["order"]
     last = len(lengths) - 1
-    edges = (
-        segment_power_sums(block[: lengths[0]], lengths[:1], order, xp),
-        segment_power_sums(block[int(lengths[:last].sum()) :], lengths[last:], order, xp),
+    first_piece = segment_power_sums(block[: lengths[0]], lengths[:1], order, xp)
+    last_piece = (
+        segment_power_sums(block[int(lengths[:last].sum()) :], lengths[last:], order, xp)
+        if last
+        else first_piece  # one structure fills the chunk: not read twice
     )
+    edges = (first_piece, last_piece)
     inside = slice(int(plan.continued), max(plan.n_finished, int(plan.continued)))
     rows = slice(int(lengths[: inside.start].sum()), int(lengths[: inside.stop].sum()))
     kappa8, root_scale = options["kappa8"], options["root_scale"]
