@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import resource
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -64,13 +63,11 @@ from gfre_matrix import (
     directory_size,
     library_versions,
     log,
-    machine_info,
     markdown_table,
-    other_stores,
     peak_rss,
     read_all,
     reset_peak_rss,
-    write_results,
+    run_benchmark,
 )
 
 from fredask.cumulants import structure_cumulants
@@ -473,26 +470,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    run_benchmark(
+        args,
+        benchmark_size,
+        report,
+        {store_path(n, args.seed).resolve() for n in args.sizes},
+        name="cumulants",
+        versions={**library_versions(), "scipy": scipy.__version__},
     )
-    client = distributed.Client(cluster)
-    context = {
-        "args": vars(args),
-        "machine": machine_info(),
-        "versions": {**library_versions(), "scipy": scipy.__version__},
-        "cluster": "LocalCluster(n_workers=2, threads_per_worker=1, processes=True)",
-    }
-    try:
-        results = [benchmark_size(client, n, args) for n in sorted(set(args.sizes))]
-    finally:
-        client.close()
-        cluster.close()
-    context["other_stores"] = other_stores({store_path(n, args.seed).resolve() for n in args.sizes})
-    context["client_lifetime_peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    markdown = report(results, context)
-    print(markdown)
-    write_results(markdown, results, context, name="cumulants")
 
 
 if __name__ == "__main__":

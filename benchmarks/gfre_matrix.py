@@ -795,8 +795,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
+CLUSTER = "LocalCluster(n_workers=2, threads_per_worker=1, processes=True)"
+
+
+def run_benchmark(
+    args: argparse.Namespace,
+    benchmark_size: Callable,
+    report: Callable[[list[dict], dict], str],
+    used_stores: set[Path],
+    name: str = "gfre_matrix",
+    **context,
+) -> None:
+    """``benchmark_size(client, n, args)`` for every size on the benchmarks' cluster, reported.
+
+    The cluster (:data:`CLUSTER`) is made here and closed even on failure; the
+    report (printed and written by :func:`write_results`) gets a context of
+    the arguments, the machine, the versions, the cluster, the other stores
+    kept and the client's peak memory, updated with ``context``.
+    """
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     )
@@ -805,21 +821,30 @@ def main(argv=None) -> None:
         "args": vars(args),
         "machine": machine_info(),
         "versions": library_versions(),
-        "cluster": "LocalCluster(n_workers=2, threads_per_worker=1, processes=True)",
-        "repeats": args.repeats,
-        "skmatter_budget_s": args.skmatter_budget,
-    }
+        "cluster": CLUSTER,
+    } | context
     try:
         results = [benchmark_size(client, n, args) for n in sorted(set(args.sizes))]
     finally:
         client.close()
         cluster.close()
-    used = {store_path(n, args.seed).resolve() for n in args.sizes}
-    context["other_stores"] = other_stores(used)
+    context["other_stores"] = other_stores(used_stores)
     context["client_lifetime_peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     markdown = report(results, context)
     print(markdown)
-    write_results(markdown, results, context)
+    write_results(markdown, results, context, name=name)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    run_benchmark(
+        args,
+        benchmark_size,
+        report,
+        {store_path(n, args.seed).resolve() for n in args.sizes},
+        repeats=args.repeats,
+        skmatter_budget_s=args.skmatter_budget,
+    )
 
 
 if __name__ == "__main__":

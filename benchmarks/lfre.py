@@ -54,7 +54,6 @@ import functools
 import hashlib
 import multiprocessing
 import os
-import resource
 import time
 from collections import defaultdict
 from dataclasses import asdict
@@ -74,17 +73,14 @@ from gfre_matrix import (
     current_rss,
     directory_size,
     ensure_store,
-    library_versions,
     log,
-    machine_info,
     markdown_table,
     open_features,
-    other_stores,
     peak_rss,
     reset_peak_rss,
+    run_benchmark,
     store_path,
     task_activity,
-    write_results,
 )
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -765,28 +761,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    run_benchmark(
+        args,
+        benchmark_size,
+        report,
+        {store_path(n, args.seed).resolve() for n in args.sizes},
+        name="lfre",
+        fredask_source_sha256=fredask_source_digest(),
     )
-    client = distributed.Client(cluster)
-    context = {
-        "args": vars(args),
-        "machine": machine_info(),
-        "versions": library_versions(),
-        "fredask_source_sha256": fredask_source_digest(),
-        "cluster": "LocalCluster(n_workers=2, threads_per_worker=1, processes=True)",
-    }
-    try:
-        results = [benchmark_size(client, n, args) for n in sorted(set(args.sizes))]
-    finally:
-        client.close()
-        cluster.close()
-    used = {store_path(n, args.seed).resolve() for n in args.sizes}
-    context["other_stores"] = other_stores(used)
-    context["client_lifetime_peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    markdown = report(results, context)
-    print(markdown)
-    write_results(markdown, results, context, name="lfre")
 
 
 if __name__ == "__main__":
