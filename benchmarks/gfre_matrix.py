@@ -59,6 +59,7 @@ from zarr.codecs import ZstdCodec
 
 import fredask
 from fredask.compare import reconstruction_matrix
+from fredask.scaling.measure import machine
 
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE / "_data"
@@ -390,19 +391,13 @@ def max_relative_difference(matrix, values: dict[str, float]) -> float:
 
 
 def machine_info() -> dict:
-    """CPU model, core count and memory of this machine."""
-    model = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    """CPU model, core count and memory of this machine (from ``fredask.scaling``)."""
+    host = machine()
     return {
-        "cpu": model,
+        "cpu": host["cpu"],
         "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "usable_cores": host["cores"],
+        "memory_gib": host["memory_gib"],
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "platform": platform.platform(),
     }
