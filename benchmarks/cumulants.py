@@ -3,18 +3,18 @@
 For every requested number of structures S (8 to 64 atoms each, uniform, seed 0),
 on one synthetic fredask store of 128 float32 features per atom
 (``benchmarks/_data/cumulants_s{S}_seed{seed}.zarr``, written by
-:func:`fredask.datasets.write_structure_store` with chunks of 32768 rows, made
+:func:`fredask.store.datasets.write_structure_store` with chunks of 32768 rows, made
 once and reused), this script times, on a ``LocalCluster`` of two
 single-threaded worker processes:
 
 * the floor: reading and decompressing every chunk of the features once (a
   per-chunk sum, as ``gfre_matrix.py``'s read floor), the faster of two reads:
   one task per storage chunk, and tasks of several storage chunks as fredask
-  reads them (:func:`fredask.features.from_zarr_in_tasks`);
+  reads them (:func:`fredask.stats.features.from_zarr_in_tasks`);
 * fredask, compute: ``structure_cumulants(features, n_atoms)`` on the stored
   Zarr array, reduced on the cluster to one number (every structure's
   8 x 128 cumulants computed, nothing gathered);
-* fredask, store: :func:`fredask.structure_features.write_cumulants`, the
+* fredask, store: :func:`fredask.structure.stored.write_cumulants`, the
   real job: the same plus writing the ``(S, 1024)`` float64 array into the
   store (``fredask cumulants``);
 * the paper's loop, in a spawned child process on the features loaded into
@@ -70,11 +70,11 @@ from gfre_matrix import (
     run_benchmark,
 )
 
-from fredask.cumulants import structure_cumulants
-from fredask.datasets import write_structure_store
-from fredask.features import from_zarr_in_tasks
+from fredask.stats.features import from_zarr_in_tasks
 from fredask.store import FeatureStore
-from fredask.structure_features import write_cumulants
+from fredask.store.datasets import write_structure_store
+from fredask.structure.cumulants import structure_cumulants
+from fredask.structure.stored import write_cumulants
 
 N_FEATURES = 128
 ORDER = 8
@@ -104,7 +104,7 @@ def ensure_store(n_structures: int, seed: int) -> FeatureStore:
     if path.exists():
         try:
             store = FeatureStore.open(path, mode="a")
-            if store.group.attrs.get("cumulants_benchmark") == marker:
+            if store.attrs.get("cumulants_benchmark") == marker:
                 return store
         except ValueError:
             pass
@@ -118,7 +118,7 @@ def ensure_store(n_structures: int, seed: int) -> FeatureStore:
         chunk_rows=CHUNK_ROWS,
         seed=seed,
     )
-    store.group.attrs["cumulants_benchmark"] = marker
+    store.attrs["cumulants_benchmark"] = marker
     log(f"  {store.n_atoms:,} atoms in {time.perf_counter() - start:.1f} s")
     return store
 

@@ -26,11 +26,11 @@ from pathlib import Path
 import distributed
 import numpy as np
 
-from fredask.datasets import shipped_structures
 from fredask.extract import get_extractor
 from fredask.extract.runner import extract
 from fredask.store import FeatureStore
-from fredask.structures import StructureTable
+from fredask.store.datasets import shipped_structures
+from fredask.store.structures import StructureTable
 
 RESULTS = Path(__file__).parent / "results" / "extraction.md"
 MODELS = ("chgnet:0.3.0", "sevenn:7net-0", "sevenn:7net-l3i5")

@@ -58,8 +58,8 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 import fredask
+from fredask.bench.measure import machine
 from fredask.compare import reconstruction_matrix
-from fredask.scaling.measure import machine
 
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE / "_data"
@@ -391,7 +391,7 @@ def max_relative_difference(matrix, values: dict[str, float]) -> float:
 
 
 def machine_info() -> dict:
-    """CPU model, core count and memory of this machine (from ``fredask.scaling``)."""
+    """CPU model, core count and memory of this machine (from ``fredask.bench``)."""
     host = machine()
     return {
         "cpu": host["cpu"],

@@ -12,14 +12,14 @@ that script's own functions when missing), with ``X = features/m0`` and
   arrays, on a ``LocalCluster`` of two single-threaded worker processes, and
   its phases (statistics pass with the test rows, neighbour search, neighbour
   gather feeding the local fits): the functions
-  :func:`fredask.local.local_errors` calls are wrapped with timers in this
+  :func:`fredask.measures.local_fit.local_errors` calls are wrapped with timers in this
   process while the public call runs;
 * the floor, ``GEMM floor + local-fit floor``:
 
   - GEMM floor: one pass over the chunks of ``X`` on the same cluster, each
     chunk read, decompressed, cast to float64 and multiplied ``test @ chunk.T``
     (1000 x 128 by 128 x 32768), nothing else (also timed in slices of
-    ``fredask.neighbours.BLOCK_ROWS`` rows, as fredask's kernel works, which
+    ``fredask.measures.neighbours.BLOCK_ROWS`` rows, as fredask's kernel works, which
     avoids the 256 MiB product and is faster);
   - local-fit floor: :func:`fredask.local.local_fit_errors` alone, on the
     in-memory neighbour arrays of the fredask run (rebuilt from the store with
@@ -84,19 +84,19 @@ from gfre_matrix import (
 )
 from threadpoolctl import threadpool_info, threadpool_limits
 
-import fredask.local
+import fredask.measures.local_fit
+from fredask.measures.neighbours import BLOCK_ROWS
 from fredask.metrics import local_reconstruction_error
-from fredask.neighbours import BLOCK_ROWS
-from fredask.settings import RidgeSettings
+from fredask.solvers.settings import RidgeSettings
 
 HERE = Path(__file__).resolve().parent
 SOURCE, TARGET = "m0", "m1"
 N_TEST = 1000
 #: Neighbours per test row: min(p, q) as in the paper.
 K = N_FEATURES
-#: The phases of fredask.local.local_errors, in order.
+#: The phases of fredask.measures.local_fit.local_errors, in order.
 PHASES = ("statistics and test rows", "neighbour search", "neighbour gather and local fits")
-#: The names local_errors calls from fredask.local's namespace that are timed, and
+#: The names local_errors calls from fredask.measures.local_fit's namespace that are timed, and
 #: fit_scaling, whose result (the train centre and scale) the local-fit floor needs.
 #: ``compute`` there runs the first pass (statistics and test rows) and the last
 #: (neighbour gather feeding the local fits, as Dask tasks).
@@ -141,14 +141,16 @@ def compute_by_task(records: list[dict]) -> dict[str, float]:
 
 @contextlib.contextmanager
 def phase_timers(calls: list[tuple[str, float, object]]):
-    """Wrap the functions of :data:`WRAPPED` that ``fredask.local`` has with timers.
+    """Wrap the functions of :data:`WRAPPED` that ``fredask.measures.local_fit`` has with timers.
 
     Every call appends ``(function name, seconds, returned value)`` to ``calls``
     (the values are the in-memory arrays the local-fit floor starts from).  The
     module attributes are restored on exit.
     """
     originals = {
-        name: getattr(fredask.local, name) for name in WRAPPED if hasattr(fredask.local, name)
+        name: getattr(fredask.measures.local_fit, name)
+        for name in WRAPPED
+        if hasattr(fredask.measures.local_fit, name)
     }
 
     def wrap(name, function):
@@ -162,12 +164,12 @@ def phase_timers(calls: list[tuple[str, float, object]]):
         return wrapper
 
     for name, function in originals.items():
-        setattr(fredask.local, name, wrap(name, function))
+        setattr(fredask.measures.local_fit, name, wrap(name, function))
     try:
         yield
     finally:
         for name, function in originals.items():
-            setattr(fredask.local, name, function)
+            setattr(fredask.measures.local_fit, name, function)
 
 
 def phase_seconds(calls: list[tuple[str, float, object]]) -> dict[str, float]:

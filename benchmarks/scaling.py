@@ -1,6 +1,6 @@
 """Benchmark: the committed scaling study of fredask on this machine.
 
-Runs :mod:`fredask.scaling` (the library behind ``fredask bench``) over
+Runs :mod:`fredask.bench` (the library behind ``fredask bench``) over
 
 * ``gfre``: the all-pairs GFRE matrix (exact ``qr`` statistics) of 4 synthetic
   models x 128 float32 features at 10^5, 10^6 and 10^7 atoms, chunks of 32768
@@ -39,7 +39,7 @@ from pathlib import Path
 import pandas as pd
 from gfre_matrix import DATA_DIR, RESULTS_DIR, library_versions, log
 
-from fredask.scaling import (
+from fredask.bench import (
     Grid,
     StageOptions,
     markdown_report,
@@ -48,7 +48,7 @@ from fredask.scaling import (
     write_csv,
     write_plots,
 )
-from fredask.scaling.measure import load_average, machine
+from fredask.bench.measure import load_average, machine
 
 PARTS = ("gfre", "chunks", "features", "lfre", "cumulants")
 CHUNK_ROWS = 32_768

@@ -8,8 +8,9 @@ from fredask.metrics import (
     pointwise_global_reconstruction_error,
     pointwise_local_reconstruction_error,
 )
-from fredask.settings import RidgeSettings, ScalerSettings
-from fredask.splits import Split, resolve_split, stratified_split
+from fredask.solvers.settings import RidgeSettings
+from fredask.stats.scaler import ScalerSettings
+from fredask.stats.splits import Split, resolve_split, stratified_split
 
 __version__ = "0.1.0"
 

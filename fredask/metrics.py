@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from fredask.cluster import resolve_client
-from fredask.engine import GlobalFit, fit_global
-from fredask.features import as_feature_set
-from fredask.local import local_errors
-from fredask.settings import RidgeSettings, ScalerSettings
-from fredask.splits import resolve_split
+from fredask.cluster.clients import resolve_client
+from fredask.measures.global_fit import GlobalFit, fit_global
+from fredask.measures.local_fit import local_errors
+from fredask.solvers.settings import RidgeSettings
+from fredask.stats.features import as_feature_set
+from fredask.stats.scaler import ScalerSettings
+from fredask.stats.splits import resolve_split
 
 PAIR = ("X", "Y")
 

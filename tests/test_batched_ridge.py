@@ -1,7 +1,7 @@
 """The batched 2-fold ridge against a Python loop of scikit-matter's ``Ridge2FoldCV``.
 
 Every batch element has its own train rows; they are placed with
-:func:`fredask.splits.fold_positions` so that scikit-matter's ``KFold`` cuts them
+:func:`fredask.stats.splits.fold_positions` so that scikit-matter's ``KFold`` cuts them
 into exactly the fold-1 and fold-2 rows passed to :func:`ridge_2fold_batched`.
 Nothing here is compared with fredask's own numbers except the factor and
 precomputed-SVD paths (against the row path, itself checked against scikit-matter).
@@ -14,9 +14,9 @@ import pytest
 from sklearn.model_selection import KFold
 from skmatter.linear_model import Ridge2FoldCV
 
-from fredask.settings import RidgeSettings
-from fredask.solvers import SubsetFactor, ridge_2fold, ridge_2fold_batched
-from fredask.splits import SKMATTER_SEED, fold_positions
+from fredask.solvers.ridge import SubsetFactor, ridge_2fold, ridge_2fold_batched
+from fredask.solvers.settings import RidgeSettings
+from fredask.stats.splits import SKMATTER_SEED, fold_positions
 
 BATCH = 7
 DEFAULT_ALPHAS = np.geomspace(1e-9, 0.9, 20)

@@ -21,7 +21,7 @@ from fredask.cluster import (
     load_profile,
     resolve_client,
 )
-from fredask.profiles import PLACEHOLDER_SCHEDULER, SHIPPED_DIR, gpu_count
+from fredask.cluster.profiles import PLACEHOLDER_SCHEDULER, SHIPPED_DIR, gpu_count
 
 
 def _lines(script: str) -> list[str]:
@@ -335,7 +335,7 @@ def test_cli_cluster_command(capsys, tmp_path):
 
 
 def test_cli_cluster_option_errors_are_one_line(tmp_path):
-    from fredask.datasets import write_synthetic_store
+    from fredask.store.datasets import write_synthetic_store
 
     store = tmp_path / "s.zarr"
     write_synthetic_store(store, n_rows=64, chunk_rows=32)

@@ -10,7 +10,7 @@ import zarr
 from fredask import metrics, stratified_split
 from fredask.cli import main as cli_main
 from fredask.compare import reconstruction_matrix
-from fredask.datasets import write_synthetic_store
+from fredask.store.datasets import write_synthetic_store
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ import pytest
 import scipy.stats
 import zarr
 
-from fredask.cumulants import structure_cumulants
-from fredask.passes import NonFiniteFeaturesError
-from fredask.power_sums import (
+from fredask.stats.checks import NonFiniteFeaturesError
+from fredask.structure.cumulants import structure_cumulants
+from fredask.structure.power_sums import (
     PowerSums,
     compiled_kernels,
     cumulants_from_sums,
@@ -300,7 +300,7 @@ def test_without_numba_the_array_kernel_runs(monkeypatch):
     features, n_atoms = ragged(12, 25, n_features=3)
     compiled = structure_cumulants(features, n_atoms)
     monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
-    monkeypatch.delitem(sys.modules, "fredask.power_sums_cpu", raising=False)
+    monkeypatch.delitem(sys.modules, "fredask.structure.power_sums_compiled", raising=False)
     assert compiled_kernels() is None
     np.testing.assert_allclose(structure_cumulants(features, n_atoms), compiled, rtol=1e-12)
 

@@ -24,7 +24,7 @@ import pytest
 
 from fredask.cli import main as cli_main
 from fredask.cluster import connect, load_profile
-from fredask.datasets import write_synthetic_store
+from fredask.store.datasets import write_synthetic_store
 
 # 120 row chunks of 4 models: one task each, a pass of a second or two on 2 workers
 N_ROWS, CHUNK_ROWS = 24_000, 200

@@ -15,7 +15,7 @@ from fredask.extract import ExtractionError, TorchHookExtractor
 from fredask.extract.runner import extract
 from fredask.extract.testing import known_embedding, make_tiny_calculator
 from fredask.store import FeatureStore, StoreError
-from fredask.structures import StructureTable
+from fredask.store.structures import StructureTable
 
 pytest.importorskip("torch")
 

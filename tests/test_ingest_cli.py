@@ -10,10 +10,10 @@ from ase.collections import g2
 
 from fredask import metrics
 from fredask.cli import main as cli_main
-from fredask.ingest import ingest, load_feature_file
-from fredask.splits import stratified_split
+from fredask.stats.splits import stratified_split
 from fredask.store import FeatureStore, StoreError
-from fredask.structures import read_structures
+from fredask.store.ingest import ingest, load_feature_file
+from fredask.store.structures import read_structures
 
 NAMES = ("H2O", "CH4", "C6H6", "NH3", "C2H6", "CH3OH", "C4H4O", "C5H5N", "CO2", "HCOOH")
 

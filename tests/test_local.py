@@ -9,7 +9,7 @@ from skmatter.preprocessing import StandardFlexibleScaler
 
 from fredask import metrics
 from fredask.compare import reconstruction_matrix
-from fredask.splits import SKMATTER_SEED
+from fredask.stats.splits import SKMATTER_SEED
 
 
 def _default_ridge():
@@ -217,7 +217,7 @@ def test_float64_precision_treats_float32_features_as_exact(make_features, measu
 
 
 def test_smallest_k_orders_exact_ties_by_row_index():
-    from fredask.neighbours import merge_neighbours, smallest_k
+    from fredask.measures.neighbours import merge_neighbours, smallest_k
 
     rng = np.random.default_rng(13)
     for _ in range(100):
@@ -242,9 +242,9 @@ def test_smallest_k_orders_exact_ties_by_row_index():
 def test_streamed_search_equals_brute_force_with_ties(monkeypatch, block_rows):
     """Blocks, chunks, pruning by the k-th distance and the tree merge give the
     brute-force (distance, row index) order, also with many exact ties."""
-    from fredask import neighbours
-    from fredask.features import as_feature_set
-    from fredask.splits import Split, row_labels
+    from fredask.measures import neighbours
+    from fredask.stats.features import as_feature_set
+    from fredask.stats.splits import Split, row_labels
 
     monkeypatch.setattr(neighbours, "BLOCK_ROWS", block_rows)
     rng = np.random.default_rng(7)

@@ -21,9 +21,9 @@ from skmatter.preprocessing import StandardFlexibleScaler
 
 import fredask
 from fredask import metrics
-from fredask.engine import fit_global
-from fredask.features import as_feature_set
-from fredask.splits import resolve_split
+from fredask.measures.global_fit import fit_global
+from fredask.stats.features import as_feature_set
+from fredask.stats.splits import resolve_split
 
 SKMATTER_SEED = 0x5F3759DF
 DEFAULT_ALPHAS = np.geomspace(1e-9, 0.9, 20)

@@ -103,7 +103,7 @@ def test_scaling_study(work):
 
 def test_paper_analysis(work):
     pytest.importorskip(
-        "fredask.structure_compare", reason="structure-level comparisons not in fredask yet"
+        "fredask.structure.compare", reason="structure-level comparisons not in fredask yet"
     )
     output = work / "paper"
     # the quick start's store when test_quick_start ran; else the notebook builds one

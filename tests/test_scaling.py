@@ -6,12 +6,12 @@ import pytest
 import zarr
 from ase.collections import g2
 
+from fredask.bench import Grid, read_csv, run_study, store_inputs, synthetic_store, with_scaling
+from fredask.bench.data import synthetic_inputs
+from fredask.bench.stages import lfre_rows
 from fredask.cli import main as cli_main
-from fredask.scaling import Grid, read_csv, run_study, store_inputs, synthetic_store, with_scaling
-from fredask.scaling.data import synthetic_inputs
-from fredask.scaling.stages import lfre_rows
 from fredask.store import FeatureStore
-from fredask.structures import StructureTable
+from fredask.store.structures import StructureTable
 
 
 def test_synthetic_store_is_written_by_chunks_and_reused(tmp_path):
@@ -108,7 +108,7 @@ def test_cli_bench_writes_csv_markdown_and_plots(tmp_path, capsys):
 @pytest.mark.parametrize("stage", ["lfre", "cumulants"])
 def test_lfre_and_cumulant_stages_run_with_their_floors(tmp_path, stage):
     if stage == "cumulants":
-        pytest.importorskip("fredask.cumulants")
+        pytest.importorskip("fredask.structure.cumulants")
     grid = Grid(
         stage, atoms=[6000], features=[8], chunk_rows=[2048], workers=[1], n_models=2,
         data_dir=str(tmp_path),

@@ -10,7 +10,7 @@ from sklearn.model_selection import KFold
 from skmatter.metrics._reconstruction_measures import check_global_reconstruction_measures_input
 from skmatter.model_selection import train_test_split
 
-from fredask.splits import (
+from fredask.stats.splits import (
     FOLD1,
     FOLD2,
     TEST,

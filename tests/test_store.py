@@ -7,9 +7,9 @@ import zarr
 from ase.build import bulk
 from ase.collections import g2, s22
 
-from fredask.features import from_zarr_in_tasks
+from fredask.stats.features import from_zarr_in_tasks
 from fredask.store import FORMAT_VERSION, FeatureStore, StoreError
-from fredask.structures import StructureFileError, StructureTable, read_structures
+from fredask.store.structures import StructureFileError, StructureTable, read_structures
 
 
 @pytest.fixture(scope="module")

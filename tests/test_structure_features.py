@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from fredask.cli import main as cli_main
-from fredask.cumulants import structure_cumulants
-from fredask.datasets import write_structure_store
 from fredask.store import FeatureStore, StoreError
-from fredask.structure_compare import order_descriptors, structure_comparisons, structure_split
-from fredask.structure_features import (
+from fredask.store.datasets import write_structure_store
+from fredask.structure.compare import order_descriptors, structure_comparisons, structure_split
+from fredask.structure.cumulants import structure_cumulants
+from fredask.structure.stored import (
     STRUCTURE_CHUNK_ROWS,
     cumulant_names,
     stored_cumulants,

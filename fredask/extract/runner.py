@@ -22,9 +22,9 @@ from pathlib import Path
 import cloudpickle
 import numpy as np
 
-from fredask.cluster import resolve_client
+from fredask.cluster.clients import resolve_client
 from fredask.extract.base import ExtractionError, Extractor
-from fredask.store import FeatureStore
+from fredask.store.feature_store import FeatureStore
 
 #: Extractors loaded in this (worker) process, by the hash of their pickle.
 _LOADED: dict[str, tuple[Extractor, threading.Lock]] = {}
@@ -106,7 +106,7 @@ def extract_chunk(
     array = store.features(name)
     values = np.full((stop - start, array.shape[1]), np.nan, dtype=array.dtype)
     skipped = []
-    row = int(store.group["structures"]["offset"][wanted[0].info["structure_index"]])
+    row = int(wanted[0].info["first_row"])
     for group in _batches([len(a) for a in wanted], batch_atoms):
         structures = [wanted[i] for i in group]
         with lock:
@@ -176,7 +176,7 @@ def extract(
     key = hashlib.blake2b(cloudpickle.dumps(extractor), digest_size=16).hexdigest()
     scheduler = resolve_client(client)
     with store.writing(name):
-        if name in store.group["features"]:
+        if store.has_features(name):
             n_features, dtype = store.features(name).shape[1], store.features(name).dtype
             metadata = dict(store.features(name).attrs)
         else:

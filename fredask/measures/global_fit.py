@@ -1,0 +1,200 @@
+"""The global reconstruction engine: one pass, then small solves per pair.
+
+:func:`fit_global` reads the data once (:func:`fredask.stats.passes.subset_statistics`),
+fits the scaler of every model on the train rows, and for every requested
+ordered pair (source, target) fits the 2-fold ridge and evaluates the GFRE
+(and GFRD) on the test rows, all from the subsets' factors.  Pointwise errors
+need the test rows themselves: :meth:`GlobalFit.pointwise` makes a second pass
+over the chunks that hold test rows only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fredask.cluster.clients import Scheduler
+from fredask.solvers.procrustes import procrustes_difference
+from fredask.solvers.ridge import RidgeFit, SubsetFactor, ridge_2fold
+from fredask.solvers.settings import RidgeSettings
+from fredask.stats.features import FeatureSet, Pair
+from fredask.stats.moments import (
+    METHODS,
+    factor_about,
+    merge_moments,
+    rms_of_map,
+    to_host,
+)
+from fredask.stats.passes import pointwise_norms, subset_statistics
+from fredask.stats.scaler import ScalerSettings, fit_scaler
+from fredask.stats.splits import FOLD1, FOLD2, TEST, Split, row_labels
+
+
+@dataclass(frozen=True)
+class PairFit:
+    """Source -> target results of one ordered pair.
+
+    Attributes
+    ----------
+    ridge : RidgeFit
+        The fitted map and the chosen alpha.
+    error_map, distortion_map : numpy.ndarray
+        Linear maps over the scaled, centred concatenated columns whose row
+        norms are the pointwise error and distortion.
+    gfre, gfrd : float
+        Global reconstruction error and distortion on the test rows
+        (``gfrd`` is NaN when the distortion was not requested).
+    """
+
+    ridge: RidgeFit
+    error_map: np.ndarray
+    distortion_map: np.ndarray | None
+    gfre: float
+    gfrd: float
+
+
+@dataclass
+class GlobalFit:
+    """Everything one pass over the data determines."""
+
+    features: FeatureSet
+    split: Split
+    labels: np.ndarray
+    centre: np.ndarray
+    scale: np.ndarray
+    pairs: dict[Pair, PairFit] = field(default_factory=dict)
+    method: str = "qr"
+
+    def pointwise(
+        self,
+        kind: str = "error",
+        pairs: Iterable[Pair] | None = None,
+        scheduler: Scheduler = "threads",
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Per test row errors (``kind="error"``) or distortions, for each pair.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_test, n_pairs)
+            Rows in the order of ``split.test_idx``.
+        """
+        pairs = list(self.pairs if pairs is None else pairs)
+        attribute = {"error": "error_map", "distortion": "distortion_map"}[kind]
+        maps = [getattr(self.pairs[p], attribute) for p in pairs]
+        if any(m is None for m in maps):
+            raise ValueError("the distortion was not fitted; call fit_global(distortion=True)")
+        norms = pointwise_norms(
+            self.features,
+            self.labels,
+            self.centre,
+            self.scale,
+            maps,
+            scheduler,
+            progress=progress,
+        )
+        sorted_test = np.sort(self.split.test_idx)
+        return norms[np.searchsorted(sorted_test, self.split.test_idx)]
+
+
+def _rcond(features: FeatureSet, source: str, n_train: int, ridge: RidgeSettings) -> float:
+    index = features.names.index(source)
+    return max(n_train, features.widths[index]) * ridge.eps(features.dtypes[index])
+
+
+def fit_global(
+    features: FeatureSet,
+    split: Split,
+    pairs: Iterable[Pair],
+    ridge: RidgeSettings | None = None,
+    scaler: ScalerSettings | None = None,
+    method: str = "qr",
+    distortion: bool = False,
+    scheduler: Scheduler = "threads",
+    progress: bool = False,
+) -> GlobalFit:
+    """Fit every ordered pair from one pass over the data.
+
+    Parameters
+    ----------
+    features : FeatureSet
+        Aligned features of all models.
+    split : Split
+        Train and test rows; the train order defines the two folds.
+    pairs : iterable of (source, target)
+        Ordered model pairs to fit.
+    ridge, scaler : settings, optional
+        Defaults reproduce scikit-matter's reconstruction measures.
+    method : {"qr", "gram"}
+        Exact tall-skinny QR statistics, or the faster Gram statistics.
+    distortion : bool
+        Also solve the orthogonal Procrustes problem (GFRD).
+    scheduler : distributed.Client or "threads" / "sync"
+    progress : bool
+        Show a progress bar for the pass.
+
+    Returns
+    -------
+    GlobalFit
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    ridge = ridge or RidgeSettings()
+    scaler = scaler or ScalerSettings()
+    pairs = list(pairs)
+    for source, target in pairs:
+        features.columns(source), features.columns(target)
+    labels = row_labels(features.n_rows, split, ridge.random_state, ridge.shuffle)
+    moments = subset_statistics(features, labels, method, scheduler, progress=progress)
+    moments = [to_host(m) for m in moments]
+    if any(m is None for m in moments):
+        raise ValueError("a fold or the test set has no rows")
+    train = merge_moments(moments[FOLD1 : FOLD2 + 1], method, np)
+    centre, scale = fit_scaler(train, features, scaler, method)
+    factors = {
+        subset: factor_about(m, centre, method, np) / scale
+        for subset, m in zip((FOLD1, FOLD2, TEST), moments, strict=True)
+    }
+    factors["train"] = factor_about(train, centre, method, np) / scale
+    counts = {FOLD1: moments[FOLD1].count, FOLD2: moments[FOLD2].count, TEST: moments[TEST].count}
+    counts["train"] = train.count
+
+    result = GlobalFit(features, split, labels, centre, scale, method=method)
+    n_cols = features.n_columns
+    svds = {
+        (subset, source): np.linalg.svd(factors[subset][:, features.columns(source)], False)
+        for subset in (FOLD1, FOLD2, "train")
+        for source in {source for source, _ in pairs}
+    }
+    for source, target in pairs:
+        a, b = features.columns(source), features.columns(target)
+        sub = {
+            k: SubsetFactor(factors[k][:, a], factors[k][:, b], counts[k], svds[(k, source)])
+            for k in (FOLD1, FOLD2, "train")
+        }
+        fit = ridge_2fold(
+            sub[FOLD1],
+            sub[FOLD2],
+            sub["train"],
+            ridge,
+            _rcond(features, source, train.count, ridge),
+        )
+        error_map = np.zeros((n_cols, b.stop - b.start))
+        error_map[b] += np.eye(b.stop - b.start)
+        error_map[a] -= fit.weights
+        distortion_map, gfrd = None, float("nan")
+        if distortion:
+            difference = procrustes_difference(sub["train"].source, fit.weights)
+            distortion_map = np.zeros((n_cols, difference.shape[1]))
+            distortion_map[a] = difference
+            gfrd = rms_of_map(factors[TEST], distortion_map, counts[TEST])
+        result.pairs[(source, target)] = PairFit(
+            ridge=fit,
+            error_map=error_map,
+            distortion_map=distortion_map,
+            gfre=rms_of_map(factors[TEST], error_map, counts[TEST]),
+            gfrd=gfrd,
+        )
+    return result

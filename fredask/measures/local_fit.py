@@ -1,0 +1,225 @@
+"""The local feature reconstruction error (LFRE), streamed.
+
+scikit-matter's semantics (SPEC section 5): both spaces scaled on the train
+rows; for each test row the ``k`` train rows nearest in the scaled source
+space (ties by row index); those neighbours centred on their own means; one
+``Ridge2FoldCV`` fitted on them in distance order; the test row predicted as
+``y_bar + (x - x_bar) W``.  Here: one pass for the scalers' statistics and the
+test rows, one streamed neighbour search per source model (shared by all its
+targets: the ``k`` nearest for a smaller ``k`` are the first ``k`` of a longer
+list), and one pass gathering the neighbours' rows straight into the local
+fits, which are solved as batched linear algebra over blocks of test rows.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+
+import dask
+import numpy as np
+
+from fredask.cluster.clients import Scheduler, compute
+from fredask.measures.neighbours import nearest_train_rows
+from fredask.solvers.ridge import ridge_2fold_batched
+from fredask.solvers.settings import RidgeSettings
+from fredask.stats.features import FeatureSet, Pair
+from fredask.stats.moments import merge_moments, to_host
+from fredask.stats.passes import gather_rows_graph, statistics_graph
+from fredask.stats.scaler import ScalerSettings, fit_scaler
+from fredask.stats.splits import FOLD1, FOLD2, Split, fold_positions, row_labels
+
+NeighbourCount = int | Callable[[int, int], int] | None
+#: Test rows per local-fit task.
+FIT_BLOCK_ROWS = 128
+
+
+def neighbour_count(n_local_points: NeighbourCount, p: int, q: int) -> int:
+    """``k`` for a pair: a fixed number, a function of (p, q), or ``min(p, q)``."""
+    if n_local_points is None:
+        return min(p, q)
+    if callable(n_local_points):
+        return int(n_local_points(p, q))
+    return int(n_local_points)
+
+
+def local_errors(
+    features: FeatureSet,
+    split: Split,
+    pairs: Iterable[Pair],
+    n_local_points: NeighbourCount = None,
+    ridge: RidgeSettings | None = None,
+    scaler: ScalerSettings | None = None,
+    scheduler: Scheduler = "threads",
+    progress: bool = False,
+    xp=np,
+) -> dict[Pair, np.ndarray]:
+    """Pointwise local reconstruction errors of every pair.
+
+    Parameters
+    ----------
+    features : FeatureSet
+    split : Split
+        Train rows (the neighbour pool) and test rows.
+    pairs : iterable of (source, target)
+    n_local_points : int, callable (p, q) -> int, or None
+        Neighbours per test row; ``None`` means ``min(p, q)`` as in the paper.
+    ridge, scaler : settings, optional
+    scheduler : distributed.Client or "threads" / "sync"
+    progress : bool
+
+    Returns
+    -------
+    dict of (source, target) to numpy.ndarray of shape (n_test,)
+        In the order of ``split.test_idx``.
+    """
+    ridge = ridge or RidgeSettings()
+    scaler = scaler or ScalerSettings()
+    pairs = list(pairs)
+    n_train = split.train_idx.size
+    ks = {}
+    for source, target in pairs:
+        p = features.widths[features.names.index(source)]
+        q = features.widths[features.names.index(target)]
+        k = neighbour_count(n_local_points, p, q)
+        if k < 2:
+            raise ValueError(f"n_local_points must be at least 2 (two folds), got {k}")
+        if k > n_train:
+            raise ValueError(f"n_local_points={k} exceeds the {n_train} train rows")
+        ks[(source, target)] = k
+
+    labels = row_labels(features.n_rows, split, ridge.random_state, ridge.shuffle)
+    test_rows = np.sort(split.test_idx)
+    # one read: the scalers' statistics and the test rows
+    moments, test = compute(
+        [
+            statistics_graph(features, labels, "diagonal"),
+            gather_rows_graph(features, test_rows),
+        ],
+        scheduler,
+        progress,
+    )
+    if moments[FOLD1] is None or moments[FOLD2] is None:
+        raise ValueError("the train rows are too few for two folds")
+    train = merge_moments([to_host(m) for m in moments[FOLD1 : FOLD2 + 1]], "diagonal", np)
+    centre, scale = fit_scaler(train, features, scaler, "diagonal")
+    shifts = {
+        name: (centre[features.columns(name)], scale[features.columns(name)])
+        for name in features.names
+    }
+    test = {name: _scale(values, shifts[name]) for name, values in test.items()}
+
+    neighbours = {}
+    for source in dict.fromkeys(s for s, _ in pairs):
+        k_max = max(k for (s, _), k in ks.items() if s == source)
+        _, neighbours[source] = nearest_train_rows(
+            features,
+            labels,
+            source,
+            test[source],
+            *shifts[source],
+            k_max,
+            scheduler,
+            progress=progress,
+        )
+
+    # one read of the chunks holding neighbours, feeding the local fits (Dask
+    # tasks over blocks of test rows) without a round trip through the client
+    needed = np.unique(np.concatenate([rows.ravel() for rows in neighbours.values()]))
+    pool = gather_rows_graph(features, needed)  # input dtype: scaled block by block
+    if isinstance(scheduler, str):
+        share = functools.partial(dask.delayed, pure=True)
+    else:  # send the test rows to the cluster once, not inside every task
+        share = scheduler.scatter
+    shared_test = {name: share(values) for name, values in test.items()}
+    fit = dask.delayed(_block_errors, pure=True)
+    tasks = {}
+    for (source, target), k in ks.items():
+        index = np.searchsorted(needed, neighbours[source][:, :k])
+        eps = ridge.eps(features.dtypes[features.names.index(source)])
+        tasks[(source, target)] = [
+            fit(
+                pool,
+                {name: shifts[name] for name in (source, target)},
+                source,
+                target,
+                index[block],
+                shared_test[source],
+                shared_test[target],
+                block,
+                ridge,
+                eps,
+                xp,
+            )
+            for block in _blocks(index.shape[0], FIT_BLOCK_ROWS)
+        ]
+    results = compute(list(tasks.values()), scheduler, progress)
+    order = np.searchsorted(test_rows, split.test_idx)
+    return {
+        pair: np.concatenate(blocks)[order] for pair, blocks in zip(tasks, results, strict=True)
+    }
+
+
+def _scale(values, shift):
+    """``(values - centre) / scale`` for ``shift = (centre, scale)``, in float64."""
+    centre, scale = shift
+    return (values - centre) / scale
+
+
+def _blocks(n: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _block_errors(pool, shifts, source, target, index, x_test, y_test, block, ridge, eps, xp):
+    """:func:`local_fit_errors` of one block of test rows, gathering from the pool.
+
+    ``pool`` holds the neighbours' rows in the input dtype; ``shifts`` the
+    (centre, scale) of each model, applied here in float64.
+    """
+    x, y = (_scale(pool[name][index], shifts[name]) for name in (source, target))
+    return local_fit_errors(x, y, x_test[block], y_test[block], ridge, eps, xp)
+
+
+def local_fit_errors(
+    x_neighbours, y_neighbours, x_test, y_test, ridge: RidgeSettings, eps: float, xp=np
+) -> np.ndarray:
+    """Errors of the local ridge fits, all test rows at once.
+
+    Parameters
+    ----------
+    x_neighbours : array, shape (n_test, k, p)
+        Neighbours of each test row, in distance order (scaled space).
+    y_neighbours : array, shape (n_test, k, q)
+    x_test : array, shape (n_test, p)
+    y_test : array, shape (n_test, q)
+    ridge : RidgeSettings
+    eps : float
+        Machine epsilon of the input dtype (the folds drop singular values
+        below ``max(k, p) * eps``, as scikit-matter does).
+
+    Returns
+    -------
+    array, shape (n_test,)
+        ``||y_i - (y_bar + (x_i - x_bar) W_i)||``.
+    """
+    k, p = x_neighbours.shape[1:]
+    x_bar = x_neighbours.mean(axis=1, keepdims=True)
+    y_bar = y_neighbours.mean(axis=1, keepdims=True)
+    xc, yc = x_neighbours - x_bar, y_neighbours - y_bar
+    fold1, fold2 = fold_positions(k, ridge.random_state, ridge.shuffle)
+    rcond = max(k, p) * eps
+    fit = ridge_2fold_batched(
+        xc[:, fold1],
+        yc[:, fold1],
+        xc[:, fold2],
+        yc[:, fold2],
+        xc,
+        yc,
+        count1=fold1.size,
+        count2=fold2.size,
+        settings=ridge,
+        rcond=rcond,
+        xp=xp,
+    )
+    prediction = y_bar[:, 0] + ((x_test - x_bar[:, 0])[:, None, :] @ fit.weights)[:, 0]
+    return xp.linalg.norm(y_test - prediction, axis=1)

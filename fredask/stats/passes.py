@@ -1,0 +1,174 @@
+"""The passes over the data: chunk kernels and their Dask graphs.
+
+A pass maps a kernel over aligned row chunks of all models (plus the row
+labels) and either tree-reduces the results (:func:`statistics_graph`) or
+concatenates them (:func:`pointwise_norms`).  Kernels receive the array module
+``xp`` so the same code runs on numpy and cupy chunks.
+"""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+from toolz import partition_all
+
+from fredask.cluster.clients import Scheduler, compute
+from fredask.stats.checks import check_finite
+from fredask.stats.features import FeatureSet
+from fredask.stats.moments import merge_subsets, subset_moments
+from fredask.stats.splits import N_SUBSETS, TEST, UNUSED
+
+
+def gather_rows(blocks, rows, xp):
+    """``[X_1 | ... | X_M][rows]`` as a new Fortran-ordered float64 array."""
+    n_cols = sum(b.shape[1] for b in blocks)
+    out = xp.empty((rows.shape[0], n_cols), dtype=xp.float64, order="F")
+    every_row = rows.shape[0] == blocks[0].shape[0]
+    start = 0
+    for block in blocks:
+        block = xp.asarray(block)
+        out[:, start : start + block.shape[1]] = block if every_row else block[rows]
+        start += block.shape[1]
+    return out
+
+
+def statistics_kernel(labels, *blocks, names, offset, method, xp):
+    """Moments of fold 1, fold 2 and test rows of one chunk."""
+    labels = xp.asarray(labels)
+    check_finite(blocks, labels != UNUSED, names, offset, xp)
+    out = []
+    for subset in range(N_SUBSETS):
+        rows = xp.flatnonzero(labels == subset)
+        out.append(subset_moments(gather_rows(blocks, rows, xp), method, xp) if rows.size else None)
+    return tuple(out)
+
+
+def pointwise_kernel(labels, *blocks, names, offset, centre, scale, maps, xp):
+    """``||(z_i - centre) / scale @ M||`` of each test row, for every map M."""
+    test = xp.asarray(labels) == TEST
+    check_finite(blocks, test, names, offset, xp)
+    z = (gather_rows(blocks, xp.flatnonzero(test), xp) - centre) / scale
+    return xp.stack([xp.linalg.norm(z @ m, axis=1) for m in maps], axis=1)
+
+
+def tree_reduce(parts: list, combine, *args, split_every: int = 8):
+    """Combine delayed partial results in a tree of fan-in ``split_every``.
+
+    ``combine(list_of_parts, *args)`` merges a group of parts into one.
+    """
+    merge = dask.delayed(combine, pure=True)
+    while len(parts) > 1:
+        parts = [merge(list(group), *args) for group in partition_all(split_every, parts)]
+    return parts[0]
+
+
+def chunk_tasks(features: FeatureSet, labels: np.ndarray, keep):
+    """Per row chunk: (label block, feature blocks, offset), for chunks ``keep`` accepts."""
+    blocks = [a.to_delayed()[:, 0] for a in features.arrays]
+    start = 0
+    for i, size in enumerate(features.row_chunks):
+        chunk_labels = labels[start : start + size]
+        if keep(chunk_labels):
+            yield chunk_labels, [b[i] for b in blocks], start
+        start += size
+
+
+def statistics_graph(
+    features: FeatureSet, labels: np.ndarray, method: str, xp=np, split_every: int = 8
+):
+    """The delayed moments of fold 1, fold 2 and test rows of all models.
+
+    Chunks whose rows are all unused are not read.  Partial moments merge in a
+    tree of fan-in ``split_every``.  Computing this together with other graphs
+    over the same chunks (one ``compute`` call) reads each chunk once.
+    """
+    kernel = dask.delayed(statistics_kernel, pure=True)
+    parts = [
+        kernel(lab, *blocks, names=features.names, offset=start, method=method, xp=xp)
+        for lab, blocks, start in chunk_tasks(
+            features, labels, lambda lab: bool((lab != UNUSED).any())
+        )
+    ]
+    return tree_reduce(parts, merge_subsets, method, xp, split_every=split_every)
+
+
+def subset_statistics(
+    features: FeatureSet,
+    labels: np.ndarray,
+    method: str,
+    scheduler: Scheduler,
+    xp=np,
+    split_every: int = 8,
+    progress: bool = False,
+):
+    """One pass: the moments of fold 1, fold 2 and test rows of all models.
+
+    Returns
+    -------
+    tuple of three :class:`~fredask.stats.moments.Moments` (or None if empty)
+        See :func:`statistics_graph`.
+    """
+    return compute(statistics_graph(features, labels, method, xp, split_every), scheduler, progress)
+
+
+def pointwise_norms(
+    features: FeatureSet,
+    labels: np.ndarray,
+    centre,
+    scale,
+    maps,
+    scheduler: Scheduler,
+    xp=np,
+    progress: bool = False,
+) -> np.ndarray:
+    """One pass over the chunks holding test rows: per-row norms of each map.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_test, len(maps))
+        Rows in increasing row order.
+    """
+    kernel = dask.delayed(pointwise_kernel, pure=True)
+    parts = [
+        kernel(
+            lab,
+            *blocks,
+            names=features.names,
+            offset=start,
+            centre=centre,
+            scale=scale,
+            maps=maps,
+            xp=xp,
+        )
+        for lab, blocks, start in chunk_tasks(
+            features, labels, lambda lab: bool((lab == TEST).any())
+        )
+    ]
+    return np.concatenate(compute(parts, scheduler, progress), axis=0)
+
+
+def gather_kernel(block_list, rows, xp):
+    """Rows ``rows`` (chunk-local) of each block, in the block's dtype."""
+    return [xp.asarray(b[rows]) for b in block_list]
+
+
+def gather_rows_graph(features: FeatureSet, rows: np.ndarray, xp=np):
+    """Delayed ``{model: rows}`` (input dtype) of the given sorted, unique rows.
+
+    Only chunks that hold some of the rows are read; computing this together
+    with other graphs over the same chunks (one ``compute`` call) reads each
+    chunk once.
+    """
+    blocks = [a.to_delayed()[:, 0] for a in features.arrays]
+    bounds = np.concatenate([[0], np.cumsum(features.row_chunks)])
+    kernel = dask.delayed(gather_kernel, pure=True)
+    parts = []
+    for i in range(len(features.row_chunks)):
+        lo, hi = np.searchsorted(rows, bounds[i : i + 2])
+        if hi > lo:
+            parts.append(kernel([b[i] for b in blocks], rows[lo:hi] - bounds[i], xp))
+    return dask.delayed(_by_model, pure=True)(parts, features.names, xp)
+
+
+def _by_model(parts, names, xp) -> dict:
+    return {name: xp.concatenate([part[m] for part in parts]) for m, name in enumerate(names)}
