@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fredask.backend import ArrayBackend
 from fredask.cluster.clients import resolve_client
 from fredask.measures.global_fit import GlobalFit, fit_global
 from fredask.measures.local_fit import local_errors
@@ -32,7 +33,9 @@ from fredask.stats.splits import resolve_split
 PAIR = ("X", "Y")
 
 
-def _fit(X, Y, train_idx, test_idx, scaler, estimator, method, client, distortion) -> GlobalFit:
+def _fit(
+    X, Y, train_idx, test_idx, scaler, estimator, method, client, distortion, device
+) -> GlobalFit:
     ridge = RidgeSettings.from_estimator(estimator)
     scaler = ScalerSettings.from_scaler(scaler)
     features = as_feature_set({"X": X, "Y": Y})
@@ -46,6 +49,7 @@ def _fit(X, Y, train_idx, test_idx, scaler, estimator, method, client, distortio
         method=method,
         distortion=distortion,
         scheduler=resolve_client(client, embedded=False),
+        device=device,
     )
 
 
@@ -59,6 +63,7 @@ def pointwise_global_reconstruction_error(
     *,
     method: str = "qr",
     client=None,
+    device: str | ArrayBackend = "cpu",
 ) -> np.ndarray:
     """Per test row error ``||y_i - x_i W||`` of the best linear map ``W``.
 
@@ -76,13 +81,15 @@ def pointwise_global_reconstruction_error(
         Exact QR statistics or fast Gram statistics.
     client : distributed.Client, "threads" or "sync", keyword-only
         Scheduler; default: the active client, else Dask's local threads.
+    device : {"cpu", "gpu", "auto"} or ArrayBackend, keyword-only
+        Array module of the chunk kernels (:func:`fredask.backend.resolve_backend`).
 
     Returns
     -------
     numpy.ndarray of shape (n_test,)
         In the order of ``test_idx``.
     """
-    fit = _fit(X, Y, train_idx, test_idx, scaler, estimator, method, client, False)
+    fit = _fit(X, Y, train_idx, test_idx, scaler, estimator, method, client, False, device)
     return fit.pointwise("error", scheduler=resolve_client(client, embedded=False))[:, 0]
 
 
@@ -96,6 +103,7 @@ def global_reconstruction_error(
     *,
     method: str = "qr",
     client=None,
+    device: str | ArrayBackend = "cpu",
 ) -> float:
     """Global feature reconstruction error (GFRE) of ``Y`` from ``X``.
 
@@ -107,7 +115,7 @@ def global_reconstruction_error(
     -------
     float
     """
-    fit = _fit(X, Y, train_idx, test_idx, scaler, estimator, method, client, False)
+    fit = _fit(X, Y, train_idx, test_idx, scaler, estimator, method, client, False, device)
     return fit.pairs[PAIR].gfre
 
 
@@ -121,6 +129,7 @@ def pointwise_global_reconstruction_distortion(
     *,
     method: str = "qr",
     client=None,
+    device: str | ArrayBackend = "cpu",
 ) -> np.ndarray:
     """Per test row distortion ``||x_i W - x_i Q||`` (``Q`` orthogonal Procrustes).
 
@@ -130,7 +139,7 @@ def pointwise_global_reconstruction_distortion(
     -------
     numpy.ndarray of shape (n_test,)
     """
-    fit = _fit(X, Y, train_idx, test_idx, scaler, estimator, method, client, True)
+    fit = _fit(X, Y, train_idx, test_idx, scaler, estimator, method, client, True, device)
     return fit.pointwise("distortion", scheduler=resolve_client(client, embedded=False))[:, 0]
 
 
@@ -144,6 +153,7 @@ def global_reconstruction_distortion(
     *,
     method: str = "qr",
     client=None,
+    device: str | ArrayBackend = "cpu",
 ) -> float:
     """Global feature reconstruction distortion (GFRD) of ``Y`` from ``X``.
 
@@ -153,11 +163,13 @@ def global_reconstruction_distortion(
     -------
     float
     """
-    fit = _fit(X, Y, train_idx, test_idx, scaler, estimator, method, client, True)
+    fit = _fit(X, Y, train_idx, test_idx, scaler, estimator, method, client, True, device)
     return fit.pairs[PAIR].gfrd
 
 
-def _local(X, Y, n_local_points, test_idx, train_idx, scaler, estimator, client, allow_overlap):
+def _local(
+    X, Y, n_local_points, test_idx, train_idx, scaler, estimator, client, allow_overlap, device
+):
     features = as_feature_set({"X": X, "Y": Y})
     split = resolve_split(
         features.n_rows, train_idx=train_idx, test_idx=test_idx, allow_overlap=allow_overlap
@@ -170,6 +182,7 @@ def _local(X, Y, n_local_points, test_idx, train_idx, scaler, estimator, client,
         ridge=RidgeSettings.from_estimator(estimator),
         scaler=ScalerSettings.from_scaler(scaler),
         scheduler=resolve_client(client, embedded=False),
+        device=device,
     )
     return errors[PAIR]
 
@@ -186,6 +199,7 @@ def pointwise_local_reconstruction_error(
     *,
     client=None,
     allow_overlap: bool = False,
+    device: str | ArrayBackend = "cpu",
 ) -> np.ndarray:
     """Per test row local reconstruction error (scikit-matter's LFRE, streamed).
 
@@ -207,13 +221,15 @@ def pointwise_local_reconstruction_error(
     client : distributed.Client, "threads" or "sync", keyword-only
     allow_overlap : bool, keyword-only
         Let test rows also be train rows (an error otherwise).
+    device : {"cpu", "gpu", "auto"} or ArrayBackend, keyword-only
+        Array module of the chunk kernels (:func:`fredask.backend.resolve_backend`).
 
     Returns
     -------
     numpy.ndarray of shape (n_test,)
     """
     return _local(
-        X, Y, n_local_points, test_idx, train_idx, scaler, estimator, client, allow_overlap
+        X, Y, n_local_points, test_idx, train_idx, scaler, estimator, client, allow_overlap, device
     )
 
 
@@ -229,6 +245,7 @@ def local_reconstruction_error(
     *,
     client=None,
     allow_overlap: bool = False,
+    device: str | ArrayBackend = "cpu",
 ) -> float:
     """Local feature reconstruction error (LFRE): RMS of the pointwise errors.
 
@@ -239,6 +256,6 @@ def local_reconstruction_error(
     float
     """
     errors = _local(
-        X, Y, n_local_points, test_idx, train_idx, scaler, estimator, client, allow_overlap
+        X, Y, n_local_points, test_idx, train_idx, scaler, estimator, client, allow_overlap, device
     )
     return float(np.sqrt(np.mean(errors**2)))

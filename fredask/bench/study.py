@@ -34,6 +34,7 @@ from fredask.bench.stages import (
     stage_inputs,
     warm_up,
 )
+from fredask.cluster.local import close_client, local_client
 
 
 @dataclass(frozen=True)
@@ -143,23 +144,6 @@ def measure_point(grid: Grid, inputs: StudyInputs, client, n_workers: int) -> di
     }
 
 
-def local_client(n_workers: int):
-    """A client of a new ``LocalCluster`` of ``n_workers`` single-threaded processes."""
-    import distributed
-
-    cluster = distributed.LocalCluster(
-        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-    )
-    return distributed.Client(cluster, set_as_default=False)
-
-
-def _close(client) -> None:
-    cluster = client.cluster
-    client.close()
-    if cluster is not None:
-        cluster.close()
-
-
 def _describe(client) -> dict:
     """The workers' machines: the first one's details, all descriptions joined."""
     hosts = list(client.run(machine).values())
@@ -184,7 +168,7 @@ def run_study(
         ``clients(n)`` returns a ``distributed.Client`` with ``n`` workers
         (e.g. of a dask-jobqueue cluster scaled to ``n`` jobs, after
         ``client.wait_for_workers(n)``); it and its cluster are closed after
-        use.  Default: :func:`local_client`.
+        use.  Default: :func:`fredask.cluster.local.local_client`.
     interleave : bool
         Keep one cluster per worker count open for the whole study and
         measure each point on all of them in turn, so that the worker counts
@@ -215,7 +199,7 @@ def run_study(
                     rows.append(_row(grid, point, data, client, n_workers, hosts[n_workers], quiet))
         finally:
             for client in opened.values():
-                _close(client)
+                close_client(client)
     else:
         for n_workers in counts:
             client = make(n_workers)
@@ -224,7 +208,7 @@ def run_study(
                 for point, data in inputs.items():
                     rows.append(_row(grid, point, data, client, n_workers, host, quiet))
             finally:
-                _close(client)
+                close_client(client)
     return pd.DataFrame(rows)
 
 

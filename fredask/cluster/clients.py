@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import re
 import weakref
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ import distributed
 from dask.diagnostics import ProgressBar
 from threadpoolctl import threadpool_limits
 
+from fredask.cluster.local import close_client, local_client
 from fredask.cluster.profiles import (
     ClusterProfile,
     ProfileError,
@@ -58,13 +58,7 @@ def embedded_client(n_workers: int | None = None) -> distributed.Client:
     """The process-wide embedded LocalCluster's client, started on first use."""
     global _embedded
     if _embedded is None or _embedded.status in ("closed", "closing"):
-        cluster = distributed.LocalCluster(
-            n_workers=n_workers or os.cpu_count() or 1,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-        )
-        _embedded = distributed.Client(cluster, set_as_default=False)
+        _embedded = local_client(n_workers)
         atexit.register(close_embedded)
     return _embedded
 
@@ -76,10 +70,7 @@ def close_embedded() -> None:
     """
     global _embedded
     if _embedded is not None:
-        cluster = _embedded.cluster
-        _embedded.close()
-        if cluster is not None:
-            cluster.close()
+        close_client(_embedded)
         _embedded = None
     while _started:
         shutdown(_started.popitem()[1])
@@ -138,10 +129,7 @@ def get_client(
 
 def shutdown(client: distributed.Client) -> None:
     """Close a client, and the cluster :func:`get_client` started for it (if any)."""
-    cluster = client.cluster
-    client.close()
-    if cluster is not None and cluster in _owned:
-        cluster.close()
+    close_client(client, close_cluster=client.cluster in _owned)
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ profile, ``path.yaml:name``).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -150,24 +151,16 @@ class ClusterProfile:
             options["local_directory"] = os.path.expandvars(
                 os.path.expanduser(str(options["local_directory"]))
             )
-        if self.kind == "local":
-            import distributed
+        if self.kind in ("local", "local-cuda"):
+            from fredask.cluster.local import local_cluster
 
-            defaults = {
-                "n_workers": os.cpu_count() or 1,
-                "threads_per_worker": 1,
-                "processes": True,
-                "dashboard_address": ":0",
-            }
-            cluster_cls = distributed.LocalCluster
-            options = defaults | options
-        elif self.kind == "local-cuda":
-            cluster_cls = _cuda_cluster_class(self)
+            cuda = _cuda_cluster_class(self) if self.kind == "local-cuda" else None
+            start = functools.partial(local_cluster, cluster_class=cuda)
         else:
-            cluster_cls = _jobqueue_class(self)[0]
+            start = _jobqueue_class(self)[0]
             options.setdefault("config_name", self.kind)
         try:
-            cluster = cluster_cls(**options)
+            cluster = start(**options)
         except (TypeError, ValueError) as error:
             raise self._invalid(error) from None
         if self.adapt is not None:

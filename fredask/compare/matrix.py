@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fredask.backend import ArrayBackend
 from fredask.cluster.clients import resolve_client
 from fredask.compare.heatmap import heatmap
 from fredask.measures.global_fit import fit_global
@@ -111,6 +112,7 @@ def reconstruction_matrix(
     n_local_points=None,
     client=None,
     progress: bool = True,
+    device: str | ArrayBackend = "cpu",
 ) -> ReconstructionMatrix:
     """Reconstruction errors between all ordered pairs of models, in one pass.
 
@@ -136,6 +138,8 @@ def reconstruction_matrix(
         Default: the active client, else the embedded LocalCluster.
     progress : bool
         Show a progress bar for the pass.
+    device : {"cpu", "gpu", "auto"} or ArrayBackend
+        Array module of the chunk kernels (:func:`fredask.backend.resolve_backend`).
 
     Returns
     -------
@@ -155,6 +159,7 @@ def reconstruction_matrix(
         "scaler": ScalerSettings.from_scaler(scaler),
         "scheduler": resolve_client(client),
         "progress": progress,
+        "device": device,
     }
     if metric == "lfre":
         errors = local_errors(feature_set, split, pairs, n_local_points, **settings)

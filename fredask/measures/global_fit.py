@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fredask.backend import NUMPY, ArrayBackend, resolve_backend
 from fredask.cluster.clients import Scheduler
 from fredask.solvers.procrustes import procrustes_difference
 from fredask.solvers.ridge import RidgeFit, SubsetFactor, ridge_2fold
@@ -24,8 +25,8 @@ from fredask.stats.moments import (
     METHODS,
     factor_about,
     merge_moments,
+    moments_to_host,
     rms_of_map,
-    to_host,
 )
 from fredask.stats.passes import pointwise_norms, subset_statistics
 from fredask.stats.scaler import ScalerSettings, fit_scaler
@@ -66,6 +67,7 @@ class GlobalFit:
     scale: np.ndarray
     pairs: dict[Pair, PairFit] = field(default_factory=dict)
     method: str = "qr"
+    backend: ArrayBackend = NUMPY
 
     def pointwise(
         self,
@@ -93,6 +95,7 @@ class GlobalFit:
             self.scale,
             maps,
             scheduler,
+            xp=self.backend.xp,
             progress=progress,
         )
         sorted_test = np.sort(self.split.test_idx)
@@ -114,6 +117,7 @@ def fit_global(
     distortion: bool = False,
     scheduler: Scheduler = "threads",
     progress: bool = False,
+    device: str | ArrayBackend = "cpu",
 ) -> GlobalFit:
     """Fit every ordered pair from one pass over the data.
 
@@ -134,6 +138,9 @@ def fit_global(
     scheduler : distributed.Client or "threads" / "sync"
     progress : bool
         Show a progress bar for the pass.
+    device : {"cpu", "gpu", "auto"} or ArrayBackend
+        Array module of the chunk kernels (:func:`fredask.backend.resolve_backend`);
+        the small solves run on the host in float64.
 
     Returns
     -------
@@ -147,8 +154,11 @@ def fit_global(
     for source, target in pairs:
         features.columns(source), features.columns(target)
     labels = row_labels(features.n_rows, split, ridge.random_state, ridge.shuffle)
-    moments = subset_statistics(features, labels, method, scheduler, progress=progress)
-    moments = [to_host(m) for m in moments]
+    backend = resolve_backend(device, features.arrays)
+    moments = subset_statistics(
+        features, labels, method, scheduler, xp=backend.xp, progress=progress
+    )
+    moments = [moments_to_host(m) for m in moments]
     if any(m is None for m in moments):
         raise ValueError("a fold or the test set has no rows")
     train = merge_moments(moments[FOLD1 : FOLD2 + 1], method, np)
@@ -161,7 +171,7 @@ def fit_global(
     counts = {FOLD1: moments[FOLD1].count, FOLD2: moments[FOLD2].count, TEST: moments[TEST].count}
     counts["train"] = train.count
 
-    result = GlobalFit(features, split, labels, centre, scale, method=method)
+    result = GlobalFit(features, split, labels, centre, scale, method=method, backend=backend)
     n_cols = features.n_columns
     svds = {
         (subset, source): np.linalg.svd(factors[subset][:, features.columns(source)], False)

@@ -19,12 +19,13 @@ from collections.abc import Callable, Iterable
 import dask
 import numpy as np
 
+from fredask.backend import ArrayBackend, resolve_backend
 from fredask.cluster.clients import Scheduler, compute
 from fredask.measures.neighbours import nearest_train_rows
 from fredask.solvers.ridge import ridge_2fold_batched
 from fredask.solvers.settings import RidgeSettings
 from fredask.stats.features import FeatureSet, Pair
-from fredask.stats.moments import merge_moments, to_host
+from fredask.stats.moments import merge_moments, moments_to_host
 from fredask.stats.passes import gather_rows_graph, statistics_graph
 from fredask.stats.scaler import ScalerSettings, fit_scaler
 from fredask.stats.splits import FOLD1, FOLD2, Split, fold_positions, row_labels
@@ -52,7 +53,7 @@ def local_errors(
     scaler: ScalerSettings | None = None,
     scheduler: Scheduler = "threads",
     progress: bool = False,
-    xp=np,
+    device: str | ArrayBackend = "cpu",
 ) -> dict[Pair, np.ndarray]:
     """Pointwise local reconstruction errors of every pair.
 
@@ -67,6 +68,8 @@ def local_errors(
     ridge, scaler : settings, optional
     scheduler : distributed.Client or "threads" / "sync"
     progress : bool
+    device : {"cpu", "gpu", "auto"} or ArrayBackend
+        Array module of the chunk kernels (:func:`fredask.backend.resolve_backend`).
 
     Returns
     -------
@@ -75,6 +78,7 @@ def local_errors(
     """
     ridge = ridge or RidgeSettings()
     scaler = scaler or ScalerSettings()
+    xp = resolve_backend(device, features.arrays).xp
     pairs = list(pairs)
     n_train = split.train_idx.size
     ks = {}
@@ -93,15 +97,15 @@ def local_errors(
     # one read: the scalers' statistics and the test rows
     moments, test = compute(
         [
-            statistics_graph(features, labels, "diagonal"),
-            gather_rows_graph(features, test_rows),
+            statistics_graph(features, labels, "diagonal", xp),
+            gather_rows_graph(features, test_rows, xp),
         ],
         scheduler,
         progress,
     )
     if moments[FOLD1] is None or moments[FOLD2] is None:
         raise ValueError("the train rows are too few for two folds")
-    train = merge_moments([to_host(m) for m in moments[FOLD1 : FOLD2 + 1]], "diagonal", np)
+    train = merge_moments([moments_to_host(m) for m in moments[FOLD1 : FOLD2 + 1]], "diagonal", np)
     centre, scale = fit_scaler(train, features, scaler, "diagonal")
     shifts = {
         name: (centre[features.columns(name)], scale[features.columns(name)])
@@ -120,13 +124,14 @@ def local_errors(
             *shifts[source],
             k_max,
             scheduler,
+            xp=xp,
             progress=progress,
         )
 
     # one read of the chunks holding neighbours, feeding the local fits (Dask
     # tasks over blocks of test rows) without a round trip through the client
     needed = np.unique(np.concatenate([rows.ravel() for rows in neighbours.values()]))
-    pool = gather_rows_graph(features, needed)  # input dtype: scaled block by block
+    pool = gather_rows_graph(features, needed, xp)  # input dtype: scaled block by block
     if isinstance(scheduler, str):
         share = functools.partial(dask.delayed, pure=True)
     else:  # send the test rows to the cluster once, not inside every task

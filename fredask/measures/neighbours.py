@@ -140,7 +140,7 @@ def nearest_train_rows(
     k: int,
     scheduler: Scheduler,
     xp=np,
-    split_every: int = 8,
+    split_every: int | None = None,
     progress: bool = False,
 ):
     """The ``k`` nearest train rows of each test row, in the scaled space of ``source``.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fredask.backend import to_device, to_host
+
 
 class NonFiniteFeaturesError(ValueError):
     """Features hold NaN or infinite values."""
@@ -14,10 +16,11 @@ def check_finite(blocks, used, names, offset: int, xp) -> None:
     values in other rows do not matter and are not checked.
     """
     for name, block in zip(names, blocks, strict=True):
-        bad = xp.flatnonzero(~xp.isfinite(block).all(axis=1) & used)
-        if bad.size:
-            first = [int(i) + offset for i in bad[:5]]
+        finite = xp.all(xp.isfinite(to_device(block, xp)), axis=1)
+        bad = xp.nonzero(~finite & used)[0]
+        if bad.shape[0]:
+            first = [int(i) + offset for i in to_host(bad[:5])]
             raise NonFiniteFeaturesError(
                 f"features {name!r} hold NaN or infinite values in rows {first}"
-                f"{' and more' if bad.size > 5 else ''}"
+                f"{' and more' if bad.shape[0] > 5 else ''}"
             )

@@ -16,7 +16,7 @@ two forms (SPEC section 6):
 Partial moments merge with the parallel (Chan et al.) update: the scatter of a
 union is the sum of the parts' scatters plus ``sum_i n_i (m_i - m)(m_i - m)^T``,
 which for factors is one QR of the stacked factors and shift rows.  Every
-function takes the array module ``xp`` (numpy or cupy).
+function takes the array module ``xp`` (see :mod:`fredask.backend`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.linalg import lapack
 
+from fredask.backend import r_factor, to_host
 from fredask.stats.splits import N_SUBSETS
 
 #: Scatter forms a global fit can use (``"diagonal"`` serves only the scalers).
@@ -54,32 +54,16 @@ class Moments:
     scatter: Any
 
 
-def r_factor(a, xp):
-    """The R factor of ``a`` (overwritten); LAPACK ``geqrf`` on numpy arrays.
-
-    ``numpy.linalg.qr`` copies its input to Fortran order and back; ``dgeqrf``
-    on the Fortran-ordered buffer (with the optimal workspace) is about 1.5 to
-    2 times faster for the tall blocks of a pass.
-    """
-    if xp is np:
-        lwork, _ = lapack.dgeqrf_lwork(*a.shape)
-        qr, _, _, info = lapack.dgeqrf(a, lwork=int(lwork), overwrite_a=True)
-        if info != 0:
-            raise np.linalg.LinAlgError(f"dgeqrf failed with info={info}")
-        return np.triu(qr[: min(a.shape)])
-    return xp.linalg.qr(a, mode="r")
-
-
 def subset_moments(z, method: str, xp) -> Moments:
     """Moments of the rows of ``z`` (float64, shape (n, P), n >= 1; overwritten)."""
-    mean = z.mean(axis=0)
+    mean = xp.mean(z, axis=0)
     z -= mean
     if method == "qr":
         scatter = r_factor(z, xp)
     elif method == "gram":
         scatter = z.T @ z
     else:
-        scatter = (z * z).sum(axis=0)
+        scatter = xp.sum(z * z, axis=0)
     return Moments(int(z.shape[0]), mean, scatter)
 
 
@@ -92,12 +76,11 @@ def merge_moments(parts, method: str, xp) -> Moments | None:
     mean = sum(p.mean * p.count for p in parts) / count
     shifts = xp.stack([(p.count**0.5) * (p.mean - mean) for p in parts])
     if method == "qr":
-        stacked = xp.asfortranarray(xp.concatenate([p.scatter for p in parts] + [shifts]))
-        scatter = r_factor(stacked, xp)
+        scatter = r_factor(xp.concat([p.scatter for p in parts] + [shifts]), xp)
     elif method == "gram":
         scatter = sum(p.scatter for p in parts) + shifts.T @ shifts
     else:
-        scatter = sum(p.scatter for p in parts) + (shifts * shifts).sum(axis=0)
+        scatter = sum(p.scatter for p in parts) + xp.sum(shifts * shifts, axis=0)
     return Moments(count, mean, scatter)
 
 
@@ -116,10 +99,10 @@ def factor_about(moments: Moments, centre, method: str, xp):
     """
     shift = (moments.count**0.5) * (moments.mean - centre)
     if method == "qr":
-        return xp.concatenate([moments.scatter, shift[None, :]])
+        return xp.concat([moments.scatter, shift[None, :]])
     scatter = moments.scatter + xp.outer(shift, shift)
     evals, evecs = xp.linalg.eigh(scatter)
-    floor = evals.max() * scatter.shape[0] * xp.finfo(scatter.dtype).eps
+    floor = xp.max(evals) * scatter.shape[0] * xp.finfo(scatter.dtype).eps
     evals = xp.where(evals > floor, evals, 0.0)
     return xp.sqrt(evals)[:, None] * evecs.T
 
@@ -127,17 +110,17 @@ def factor_about(moments: Moments, centre, method: str, xp):
 def column_sum_squares(moments: Moments, method: str, xp):
     """Per-column sums of squared deviations from the subset mean."""
     if method == "qr":
-        return (moments.scatter**2).sum(axis=0)
+        return xp.sum(moments.scatter**2, axis=0)
     if method == "gram":
-        return xp.diagonal(moments.scatter).copy()
-    return moments.scatter.copy()
+        return xp.asarray(xp.linalg.diagonal(moments.scatter), copy=True)
+    return xp.asarray(moments.scatter, copy=True)
 
 
-def to_host(moments: Moments | None) -> Moments | None:
-    """The same moments as numpy arrays (from cupy ones, where needed)."""
-    if moments is None or getattr(moments.mean, "get", None) is None:
-        return moments
-    return Moments(moments.count, moments.mean.get(), moments.scatter.get())
+def moments_to_host(moments: Moments | None) -> Moments | None:
+    """The same moments as numpy arrays (from those of any array module)."""
+    if moments is None:
+        return None
+    return Moments(moments.count, to_host(moments.mean), to_host(moments.scatter))
 
 
 def rms_of_map(factor: np.ndarray, linear_map: np.ndarray, count: int) -> float:

@@ -3,7 +3,9 @@
 A pass maps a kernel over aligned row chunks of all models (plus the row
 labels) and either tree-reduces the results (:func:`statistics_graph`) or
 concatenates them (:func:`pointwise_norms`).  Kernels receive the array module
-``xp`` so the same code runs on numpy and cupy chunks.
+``xp`` of :mod:`fredask.backend` and move each block to it once, so the same
+code runs on numpy, CuPy and torch chunks; what they return to the client is
+small (moments, per-row norms), never a chunk.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dask
 import numpy as np
 from toolz import partition_all
 
+from fredask.backend import empty_columns, to_device, to_host
 from fredask.cluster.clients import Scheduler, compute
 from fredask.stats.checks import check_finite
 from fredask.stats.features import FeatureSet
@@ -20,13 +23,13 @@ from fredask.stats.splits import N_SUBSETS, TEST, UNUSED
 
 
 def gather_rows(blocks, rows, xp):
-    """``[X_1 | ... | X_M][rows]`` as a new Fortran-ordered float64 array."""
+    """``[X_1 | ... | X_M][rows]`` as a new float64 array (column-major on numpy)."""
     n_cols = sum(b.shape[1] for b in blocks)
-    out = xp.empty((rows.shape[0], n_cols), dtype=xp.float64, order="F")
+    out = empty_columns((rows.shape[0], n_cols), xp)
     every_row = rows.shape[0] == blocks[0].shape[0]
     start = 0
     for block in blocks:
-        block = xp.asarray(block)
+        block = to_device(block, xp)
         out[:, start : start + block.shape[1]] = block if every_row else block[rows]
         start += block.shape[1]
     return out
@@ -34,28 +37,42 @@ def gather_rows(blocks, rows, xp):
 
 def statistics_kernel(labels, *blocks, names, offset, method, xp):
     """Moments of fold 1, fold 2 and test rows of one chunk."""
-    labels = xp.asarray(labels)
+    labels = to_device(labels, xp)
+    blocks = [to_device(block, xp) for block in blocks]
     check_finite(blocks, labels != UNUSED, names, offset, xp)
     out = []
     for subset in range(N_SUBSETS):
-        rows = xp.flatnonzero(labels == subset)
-        out.append(subset_moments(gather_rows(blocks, rows, xp), method, xp) if rows.size else None)
+        rows = xp.nonzero(labels == subset)[0]
+        z = gather_rows(blocks, rows, xp) if rows.shape[0] else None
+        out.append(None if z is None else subset_moments(z, method, xp))
     return tuple(out)
 
 
 def pointwise_kernel(labels, *blocks, names, offset, centre, scale, maps, xp):
     """``||(z_i - centre) / scale @ M||`` of each test row, for every map M."""
-    test = xp.asarray(labels) == TEST
+    test = to_device(labels, xp) == TEST
+    blocks = [to_device(block, xp) for block in blocks]
     check_finite(blocks, test, names, offset, xp)
-    z = (gather_rows(blocks, xp.flatnonzero(test), xp) - centre) / scale
-    return xp.stack([xp.linalg.norm(z @ m, axis=1) for m in maps], axis=1)
+    z = gather_rows(blocks, xp.nonzero(test)[0], xp)
+    z = (z - to_device(centre, xp)) / to_device(scale, xp)
+    norms = [xp.linalg.vector_norm(z @ to_device(m, xp), axis=1) for m in maps]
+    return to_host(xp.stack(norms, axis=1))
 
 
-def tree_reduce(parts: list, combine, *args, split_every: int = 8):
+def tree_reduce(parts: list, combine, *args, split_every: int | None = None):
     """Combine delayed partial results in a tree of fan-in ``split_every``.
 
     ``combine(list_of_parts, *args)`` merges a group of parts into one.
+    ``split_every`` defaults to Dask's own ``split_every`` setting, else 8.
+
+    Not ``dask.array.reduction``: that reduces one array whose chunk results
+    are arrays along a reduced axis, while a pass here reads several arrays
+    plus the row labels and its chunk results are tuples of moment objects
+    (R factors of varying height, ``None`` for an empty subset) or neighbour
+    lists.  Wrapping them as a ``dask.bag`` would add a partition layer for
+    the same tree.
     """
+    split_every = split_every or dask.config.get("split_every", None) or 8
     merge = dask.delayed(combine, pure=True)
     while len(parts) > 1:
         parts = [merge(list(group), *args) for group in partition_all(split_every, parts)]
@@ -74,7 +91,7 @@ def chunk_tasks(features: FeatureSet, labels: np.ndarray, keep):
 
 
 def statistics_graph(
-    features: FeatureSet, labels: np.ndarray, method: str, xp=np, split_every: int = 8
+    features: FeatureSet, labels: np.ndarray, method: str, xp=np, split_every: int | None = None
 ):
     """The delayed moments of fold 1, fold 2 and test rows of all models.
 
@@ -98,7 +115,7 @@ def subset_statistics(
     method: str,
     scheduler: Scheduler,
     xp=np,
-    split_every: int = 8,
+    split_every: int | None = None,
     progress: bool = False,
 ):
     """One pass: the moments of fold 1, fold 2 and test rows of all models.
@@ -149,7 +166,7 @@ def pointwise_norms(
 
 def gather_kernel(block_list, rows, xp):
     """Rows ``rows`` (chunk-local) of each block, in the block's dtype."""
-    return [xp.asarray(b[rows]) for b in block_list]
+    return [to_device(b, xp)[to_device(rows, xp)] for b in block_list]
 
 
 def gather_rows_graph(features: FeatureSet, rows: np.ndarray, xp=np):
@@ -171,4 +188,4 @@ def gather_rows_graph(features: FeatureSet, rows: np.ndarray, xp=np):
 
 
 def _by_model(parts, names, xp) -> dict:
-    return {name: xp.concatenate([part[m] for part in parts]) for m, name in enumerate(names)}
+    return {name: xp.concat([part[m] for part in parts]) for m, name in enumerate(names)}

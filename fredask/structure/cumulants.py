@@ -19,6 +19,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from fredask.backend import ArrayBackend, resolve_backend
 from fredask.cluster.clients import compute
 from fredask.stats.checks import NonFiniteFeaturesError
 from fredask.stats.features import as_feature_set, from_zarr_in_tasks
@@ -265,7 +266,7 @@ def structure_cumulants(
     *,
     skipped=None,
     name: str = "features",
-    xp=np,
+    device: str | ArrayBackend = "cpu",
 ):
     """Per-structure cumulants of atom features, root-scaled and concatenated.
 
@@ -289,8 +290,9 @@ def structure_cumulants(
         extraction with ``skip_errors``); their rows of the result are NaN.
     name : str
         Used in error messages.
-    xp : module
-        Array module of the chunks (numpy or cupy).
+    device : {"cpu", "gpu", "auto"} or ArrayBackend
+        Array module of the chunk kernels (:func:`fredask.backend.resolve_backend`);
+        on numpy the compiled kernel runs where numba imports.
 
     Returns
     -------
@@ -328,5 +330,6 @@ def structure_cumulants(
         "name": name,
         "skipped": np.unique(np.asarray([] if skipped is None else skipped, dtype=np.int64)),
     }
+    xp = resolve_backend(device, [array]).xp
     result = cumulant_blocks(array, n_atoms, options, xp)
     return result if lazy else compute(result, "threads")

@@ -1,0 +1,189 @@
+"""The array backend of a pass: which array module the chunk kernels compute with.
+
+Every chunk kernel takes an array module ``xp`` and uses only names of the
+Python array API standard on it (``xp.concat``, ``xp.nonzero``,
+``xp.linalg.vector_norm``, ...), plus the few helpers below for what the
+standard leaves out or what one library does much faster.  This module is the
+one place that
+
+* decides the module of a pass (:func:`resolve_backend`): from an explicit
+  ``device=`` (``"cpu"``, ``"gpu"``, ``"auto"``, or an :class:`ArrayBackend`),
+  from the type of the input chunks (a Dask array whose ``_meta`` is a CuPy
+  array), or, for ``"auto"``, from whether CuPy sees a GPU;
+* moves chunks to the device (:func:`to_device`: ``xp.asarray`` of the host
+  block, one copy per chunk on a GPU, none on numpy) and small results back
+  (:func:`to_host`), so reductions move small matrices, never chunks.
+
+Three namespaces are known: ``numpy`` (numpy itself, array-API compatible
+since 2.0), ``cupy`` and ``torch`` (through ``array_api_compat``).  ``torch``
+on the CPU is how CI runs the same kernels through a second, non-numpy
+namespace without a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import lapack
+
+#: Array modules a pass can compute with.
+NAMESPACES = ("numpy", "cupy", "torch")
+#: What ``device=`` may say (or an :class:`ArrayBackend`).
+DEVICES = ("cpu", "gpu", "auto")
+
+
+class BackendError(ValueError):
+    """A device or array namespace that is unknown or not available here."""
+
+
+@dataclass(frozen=True)
+class ArrayBackend:
+    """An array namespace for the chunk kernels of a pass.
+
+    Parameters
+    ----------
+    name : {"numpy", "cupy", "torch"}
+        ``numpy`` on the host; ``cupy`` on a GPU; ``torch`` (CPU tensors by
+        default) as a second namespace that runs everywhere.
+    """
+
+    name: str = "numpy"
+
+    def __post_init__(self):
+        if self.name not in NAMESPACES:
+            raise BackendError(f"array namespace must be one of {NAMESPACES}, got {self.name!r}")
+
+    @property
+    def xp(self):
+        """The array module (importing it on first use)."""
+        return namespace(self.name)
+
+    @property
+    def on_host(self) -> bool:
+        """Whether the kernels compute on numpy arrays."""
+        return self.name == "numpy"
+
+
+NUMPY = ArrayBackend("numpy")
+
+
+def namespace(name: str):
+    """The array module called ``name`` (``numpy``, ``cupy`` or ``torch``).
+
+    Raises
+    ------
+    BackendError
+        For an unknown name, or a library that is not installed.
+    """
+    if name == "numpy":
+        return np
+    if name not in NAMESPACES:
+        raise BackendError(f"array namespace must be one of {NAMESPACES}, got {name!r}")
+    try:
+        importlib.import_module(name)
+        return importlib.import_module(f"array_api_compat.{name}")
+    except ImportError as error:
+        extra = " (pip install 'fredask[gpu]')" if name == "cupy" else ""
+        raise BackendError(f"array namespace {name!r} is not installed{extra}: {error}") from None
+
+
+def gpu_available() -> bool:
+    """Whether CuPy imports and sees at least one CUDA device."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no cupy, no driver, no device: all mean "no GPU"
+        return False
+
+
+def _chunk_namespace(arrays) -> str | None:
+    """``"cupy"`` when some Dask input holds CuPy chunks (its ``_meta``), else None."""
+    for array in arrays or ():
+        meta = getattr(array, "_meta", None)
+        if meta is not None and type(meta).__module__.startswith("cupy"):
+            return "cupy"
+    return None
+
+
+def resolve_backend(device: str | ArrayBackend = "cpu", arrays=None) -> ArrayBackend:
+    """The array backend of a pass.
+
+    Parameters
+    ----------
+    device : {"cpu", "gpu", "auto"} or ArrayBackend
+        ``"cpu"``: numpy; ``"gpu"``: CuPy (an error without one); ``"auto"``:
+        CuPy when the input chunks are CuPy arrays or a GPU is visible, else
+        numpy.  An :class:`ArrayBackend` is used as it is.
+    arrays : sequence of arrays, optional
+        The pass's inputs; Dask arrays of CuPy chunks choose CuPy under
+        ``"auto"`` and are refused under ``"cpu"``.
+
+    Returns
+    -------
+    ArrayBackend
+    """
+    if isinstance(device, ArrayBackend):
+        return device
+    if device not in DEVICES:
+        raise BackendError(f"device must be one of {DEVICES} or an ArrayBackend, got {device!r}")
+    chunks = _chunk_namespace(arrays)
+    if device == "cpu":
+        if chunks is not None:
+            raise BackendError("the features are CuPy arrays; pass device='gpu' or 'auto'")
+        return NUMPY
+    if device == "gpu" or chunks is not None or gpu_available():
+        namespace("cupy")
+        if not gpu_available():
+            raise BackendError("device='gpu' but CuPy sees no CUDA device here")
+        return ArrayBackend("cupy")
+    return NUMPY
+
+
+def to_device(block, xp):
+    """A host block as an array of ``xp`` (no copy for numpy, one copy to a GPU)."""
+    return xp.asarray(block)
+
+
+def to_host(value) -> np.ndarray:
+    """A numpy array of a numpy, CuPy or torch array (small results, not chunks)."""
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
+        return value.get()
+    if type(value).__module__.startswith("torch"):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def empty_columns(shape: tuple[int, int], xp):
+    """An empty float64 matrix laid out column by column where the module allows it.
+
+    Column-major (Fortran) order lets LAPACK factor a numpy block in place;
+    other modules get their default layout.
+    """
+    if xp is np:
+        return np.empty(shape, dtype=np.float64, order="F")
+    return xp.empty(shape, dtype=xp.float64)
+
+
+def r_factor(a, xp):
+    """The R factor of the rows of ``a`` (which may be overwritten).
+
+    On numpy, LAPACK ``dgeqrf`` on the column-major buffer with the optimal
+    workspace: ``numpy.linalg.qr`` copies its input to Fortran order and back,
+    which made it 1.5 to 2 times slower on the tall blocks of a pass.  Other
+    modules use their own ``linalg.qr`` in its R-only mode (the array API
+    standard has no such mode, but CuPy and torch do).
+    """
+    if xp is np:
+        a = np.asfortranarray(a)
+        lwork, _ = lapack.dgeqrf_lwork(*a.shape)
+        qr, _, _, info = lapack.dgeqrf(a, lwork=int(lwork), overwrite_a=True)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"dgeqrf failed with info={info}")
+        return np.triu(qr[: min(a.shape)])
+    r = xp.linalg.qr(a, mode="r")
+    return r[1] if isinstance(r, tuple) else r
