@@ -27,6 +27,8 @@ class Extractor(ABC):
     name: str = "features"
     #: Elements (atomic numbers) the model covers, or None for any.
     elements: frozenset[int] | None = None
+    #: The pip distribution that provides the model (named when it is missing).
+    package: str = ""
 
     def __init__(self) -> None:
         self._loaded = False
@@ -99,6 +101,23 @@ def _label(atoms, index: int) -> str:
     name = atoms.info.get("name") or atoms.info.get("label")
     formula = atoms.get_chemical_formula()
     return f"#{atoms.info.get('structure_index', index)} ({name or formula})"
+
+
+def atom_batches(sizes: Sequence[int], max_atoms: int) -> list[range]:
+    """Consecutive groups of structures (by index) with at most ``max_atoms`` atoms each.
+
+    ``sizes`` are the structures' atom counts; a structure larger than
+    ``max_atoms`` forms a group of its own.
+    """
+    groups, start, atoms = [], 0, 0
+    for i, size in enumerate(sizes):
+        if atoms and atoms + size > max_atoms:
+            groups.append(range(start, i))
+            start, atoms = i, 0
+        atoms += size
+    if len(sizes):
+        groups.append(range(start, len(sizes)))
+    return groups
 
 
 def file_hash(path: str | Path) -> str:

@@ -23,7 +23,7 @@ import cloudpickle
 import numpy as np
 
 from fredask.cluster.clients import resolve_client
-from fredask.extract.base import ExtractionError, Extractor
+from fredask.extract.base import ExtractionError, Extractor, atom_batches
 from fredask.store.feature_store import FeatureStore
 
 #: Extractors loaded in this (worker) process, by the hash of their pickle.
@@ -56,18 +56,6 @@ def _worker_extractor(key: str, extractor: Extractor) -> tuple[Extractor, thread
         if key not in _LOADED:
             _LOADED[key] = (extractor, threading.Lock())
         return _LOADED[key]
-
-
-def _batches(sizes: list[int], batch_atoms: int) -> list[range]:
-    """Consecutive groups of structures with about ``batch_atoms`` atoms each."""
-    groups, start, atoms = [], 0, 0
-    for i, size in enumerate(sizes):
-        if atoms and atoms + size > batch_atoms:
-            groups.append(range(start, i))
-            start, atoms = i, 0
-        atoms += size
-    groups.append(range(start, len(sizes)))
-    return groups
 
 
 def structure_features(
@@ -107,7 +95,7 @@ def extract_chunk(
     values = np.full((stop - start, array.shape[1]), np.nan, dtype=array.dtype)
     skipped = []
     row = int(wanted[0].info["first_row"])
-    for group in _batches([len(a) for a in wanted], batch_atoms):
+    for group in atom_batches([len(a) for a in wanted], batch_atoms):
         structures = [wanted[i] for i in group]
         with lock:
             features, skips = structure_features(model, structures, skip_errors)

@@ -66,13 +66,18 @@ class FeatureSet:
         raise KeyError(f"no features named {name!r}; have {list(self.names)}")
 
 
+def is_zarr_array(value) -> bool:
+    """Whether ``value`` is a Zarr array (without importing zarr)."""
+    return type(value).__module__.startswith("zarr")
+
+
 def _as_array(name: str, value):
     """A Dask array for chunked inputs, a numpy array for everything else."""
     if isinstance(value, da.Array):
         return value
     if hasattr(value, "dims") and hasattr(value, "data"):  # xarray.DataArray
         return _as_array(name, value.data)
-    if type(value).__module__.startswith("zarr"):
+    if is_zarr_array(value):
         return da.from_zarr(value)
     arr = np.asarray(value)
     if arr.dtype == object:

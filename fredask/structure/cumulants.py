@@ -22,7 +22,7 @@ import numpy as np
 from fredask.backend import ArrayBackend, resolve_backend
 from fredask.cluster.clients import compute
 from fredask.stats.checks import NonFiniteFeaturesError
-from fredask.stats.features import as_feature_set, from_zarr_in_tasks
+from fredask.stats.features import as_feature_set, from_zarr_in_tasks, is_zarr_array
 from fredask.structure.power_sums import (
     MAX_ORDER,
     cumulants_from_sums,
@@ -318,9 +318,9 @@ def structure_cumulants(
            [5., 0.]])
     """
     check_options(order, kappa8)
-    lazy = isinstance(features, da.Array) or type(features).__module__.startswith("zarr")
+    lazy = isinstance(features, da.Array) or is_zarr_array(features)
     lazy |= isinstance(getattr(features, "data", None), da.Array)  # Dask-backed xarray
-    if type(features).__module__.startswith("zarr"):
+    if is_zarr_array(features):
         features = from_zarr_in_tasks(features)  # several storage chunks per task
     array = as_feature_set({name: features}).arrays[0]
     options = {

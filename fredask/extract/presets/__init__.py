@@ -46,6 +46,7 @@ from fredask.extract.presets.uma import UMAExtractor
 __all__ = [
     "CHGNET_MODELS",
     "DEFAULT_VACUUM",
+    "PRESETS",
     "SEVENN_MODALS",
     "SEVENN_MODELS",
     "CHGNetExtractor",
@@ -59,6 +60,17 @@ __all__ = [
 ]
 
 
+#: The one registry: spec prefix -> (extractor class, its shipped models, or None
+#: for a class that takes a model file the user passes).
+PRESETS: dict[str, tuple[type[Extractor], tuple[str, ...] | None]] = {
+    "chgnet": (CHGNetExtractor, tuple(CHGNET_MODELS)),
+    "sevenn": (SevenNetExtractor, tuple(SEVENN_MODELS)),
+    "mace": (MACEExtractor, None),
+    "metatomic": (MetatomicExtractor, None),
+    "uma": (UMAExtractor, None),
+}
+
+
 def known_specs() -> list[str]:
     """The spec strings :func:`get_extractor` accepts (``PATH``: a model file).
 
@@ -67,11 +79,9 @@ def known_specs() -> list[str]:
     list of str
     """
     return [
-        *(f"chgnet:{name}" for name in CHGNET_MODELS),
-        *(f"sevenn:{name}" for name in SEVENN_MODELS),
-        "mace:PATH",
-        "metatomic:PATH",
-        "uma:PATH",
+        f"{prefix}:{model}"
+        for prefix, (_, models) in PRESETS.items()
+        for model in (models if models is not None else ("PATH",))
     ]
 
 
@@ -102,23 +112,16 @@ def get_extractor(spec: str, **options) -> Extractor:
         For an unknown prefix, an unknown CHGNet or SevenNet model, or an
         option the extractor does not take; the message lists what is known.
     """
-    classes: dict[str, type[Extractor]] = {
-        "chgnet": CHGNetExtractor,
-        "sevenn": SevenNetExtractor,
-        "mace": MACEExtractor,
-        "metatomic": MetatomicExtractor,
-        "uma": UMAExtractor,
-    }
     known = ", ".join(known_specs())
     if not isinstance(spec, str) or ":" not in spec:
         raise ValueError(f"model spec {spec!r} is not 'PREFIX:MODEL'; known: {known}")
     prefix, _, model = spec.partition(":")
     prefix, model = prefix.strip().lower(), model.strip()
-    if prefix not in classes:
+    if prefix not in PRESETS:
         raise ValueError(f"unknown model prefix {prefix!r} in {spec!r}; known: {known}")
     if not model:
         raise ValueError(f"model spec {spec!r} names no model; known: {known}")
-    cls = classes[prefix]
+    cls = PRESETS[prefix][0]
     # the first parameter after ``self`` is the model name or file
     accepted = list(inspect.signature(cls.__init__).parameters)[2:]
     unknown = sorted(set(options) - set(accepted))

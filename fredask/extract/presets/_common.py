@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import re
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,20 +21,12 @@ if TYPE_CHECKING:
 #: Default vacuum (Å) between periodic images of a boxed molecule for CHGNet.
 DEFAULT_VACUUM = 10.0
 
-_PIP_NAMES = {
-    "chgnet": "chgnet",
-    "sevenn": "sevenn",
-    "mace": "mace-torch",
-    "metatomic": "metatomic-torch",
-    "fairchem": "fairchem-core",
-}
 
-
-def _package_dir(module: str) -> Path:
+def _package_dir(module: str, pip_name: str) -> Path:
     """Directory of an installed package, without importing it."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise _missing(module)
+        raise _missing(pip_name)
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -46,8 +37,7 @@ def _package_version(distribution: str) -> str | None:
         return None
 
 
-def _missing(module: str, error: BaseException | None = None) -> ImportError:
-    pip = _PIP_NAMES.get(module, module)
+def _missing(pip: str, error: BaseException | None = None) -> ImportError:
     detail = f" ({error})" if error is not None else ""
     return ImportError(
         f"this extractor needs the Python package {pip!r}, which is not importable"
@@ -55,14 +45,14 @@ def _missing(module: str, error: BaseException | None = None) -> ImportError:
     )
 
 
-def _import(module: str, package: str):
-    """``importlib.import_module`` with an ImportError naming the pip package."""
+def _import(module: str, pip_name: str):
+    """``importlib.import_module`` with an ImportError naming the pip package to install."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise _missing(package, exc) from exc
+        raise _missing(pip_name, exc) from exc
 
 
 def _stem(path: str | Path) -> str:
@@ -85,21 +75,6 @@ def _check_layer(layer) -> int | None:
     if isinstance(layer, bool) or not isinstance(layer, int | np.integer):
         raise ValueError(f"layer must be None or an integer, got {layer!r}")
     return int(layer)
-
-
-def _batches(structures: Sequence, max_atoms: int) -> Iterator[list[int]]:
-    """Consecutive indices grouped so that each group has at most ``max_atoms`` atoms
-    (a single larger structure forms its own group)."""
-    group: list[int] = []
-    atoms_in_group = 0
-    for index, atoms in enumerate(structures):
-        if group and atoms_in_group + len(atoms) > max_atoms:
-            yield group
-            group, atoms_in_group = [], 0
-        group.append(index)
-        atoms_in_group += len(atoms)
-    if group:
-        yield group
 
 
 def boxed(atoms: Atoms, vacuum: float = DEFAULT_VACUUM) -> Atoms:

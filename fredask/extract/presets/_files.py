@@ -11,8 +11,6 @@ from fredask.extract.presets._common import _package_version
 class _FileExtractor(Extractor):
     """Common parts of the extractors of user-passed model files."""
 
-    package = ""
-
     def __init__(self, path: str | Path) -> None:
         super().__init__()
         self.path = str(path)

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fredask.extract.base import ExtractionError, Extractor, _label, file_hash
+from fredask.extract.base import ExtractionError, Extractor, _label, atom_batches, file_hash
 from fredask.extract.presets._common import (
     DEFAULT_VACUUM,
-    _batches,
     _check_layer,
     _import,
     _layer_suffix,
@@ -55,6 +54,8 @@ class CHGNetExtractor(Extractor):
         Most atoms per forward pass.
     """
 
+    package = "chgnet"
+
     def __init__(
         self,
         model: str = "0.3.0",
@@ -89,7 +90,7 @@ class CHGNetExtractor(Extractor):
     @property
     def checkpoint(self) -> Path:
         """The checkpoint file shipped in the chgnet package."""
-        folder = _package_dir("chgnet") / "pretrained" / self.model_name
+        folder = _package_dir("chgnet", self.package) / "pretrained" / self.model_name
         files = sorted(folder.glob("*.pth.tar"))
         if len(files) != 1:
             raise FileNotFoundError(f"no single CHGNet checkpoint in {folder}: {files}")
@@ -100,7 +101,7 @@ class CHGNetExtractor(Extractor):
         if self._model is not None:
             return
         torch = _import("torch", "torch")
-        chgnet_model = _import("chgnet.model", "chgnet")
+        chgnet_model = _import("chgnet.model", self.package)
         with contextlib.redirect_stdout(io.StringIO()):  # "CHGNet v0.3.0 initialized ..."
             model = chgnet_model.CHGNet.load(
                 model_name=self.model_name, use_device="cpu", verbose=False
@@ -164,7 +165,7 @@ class CHGNetExtractor(Extractor):
             warnings.filterwarnings("ignore", message="No Pauling electronegativity")
             graphs = [self._graph(atoms, index) for index, atoms in enumerate(structures)]
         out: list[np.ndarray] = []
-        for group in _batches(structures, self.batch_atoms):
+        for group in atom_batches([len(a) for a in structures], self.batch_atoms):
             batch = [graphs[i] for i in group]
             self._captured.clear()
             with torch.no_grad():
@@ -195,7 +196,7 @@ class CHGNetExtractor(Extractor):
         return {
             "model": self.name,
             "package": "chgnet",
-            "package_version": _package_version("chgnet"),
+            "package_version": _package_version(self.package),
             "checkpoint": f"chgnet:{self.model_name}",
             "checkpoint_file": self.checkpoint.name,
             "checkpoint_hash": self._hash,

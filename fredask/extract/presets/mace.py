@@ -43,7 +43,7 @@ class MACEExtractor(_FileExtractor):
         """Load the model on the CPU (once); read its elements."""
         if self._calculator is not None:
             return
-        calculators = _import("mace.calculators", "mace")
+        calculators = _import("mace.calculators", self.package)
         path = self._check_file()
         kwargs = {} if self.head is None else {"head": self.head}
         with warnings.catch_warnings():

@@ -59,11 +59,11 @@ class MetatomicExtractor(_FileExtractor):
         """Load the model on the CPU (once); check it declares the output."""
         if self._calculator is not None:
             return
-        torch_api = _import("metatomic.torch", "metatomic")
+        torch_api = _import("metatomic.torch", self.package)
         try:
             from metatomic.torch.ase_calculator import MetatomicCalculator
         except ImportError:  # newer releases moved it to metatomic-ase
-            MetatomicCalculator = _import("metatomic_ase", "metatomic").MetatomicCalculator
+            MetatomicCalculator = _import("metatomic_ase", self.package).MetatomicCalculator
         path = self._check_file()
         model = torch_api.load_atomistic_model(
             str(path), extensions_directory=self.extensions_directory

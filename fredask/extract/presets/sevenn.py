@@ -30,7 +30,7 @@ class _StopForward(Exception):
 
 def _sevenn_calculator(checkpoint: str, modal: str | None):
     """A CPU ``SevenNetCalculator`` for a checkpoint file (module level: picklable)."""
-    calculator_module = _import("sevenn.calculator", "sevenn")
+    calculator_module = _import("sevenn.calculator", SevenNetExtractor.package)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no tensor-product accelerator" on the CPU
         return calculator_module.SevenNetCalculator(model=checkpoint, device="cpu", modal=modal)
@@ -63,6 +63,8 @@ class SevenNetExtractor(TorchHookExtractor):
         Stop the forward pass once the features are captured (no read-out, no
         force back-propagation): about 3.5x faster, same features.
     """
+
+    package = "sevenn"
 
     def __init__(
         self, model: str = "7net-0", modal: str | None = None, stop_at_hook: bool = True
@@ -98,7 +100,11 @@ class SevenNetExtractor(TorchHookExtractor):
     @property
     def checkpoint(self) -> Path:
         """The checkpoint file shipped in the sevenn package."""
-        path = _package_dir("sevenn") / "pretrained_potentials" / SEVENN_MODELS[self.model_name]
+        path = (
+            _package_dir("sevenn", self.package)
+            / "pretrained_potentials"
+            / SEVENN_MODELS[self.model_name]
+        )
         if not path.is_file():
             raise FileNotFoundError(f"SevenNet checkpoint {path} is not installed")
         return path
@@ -110,8 +116,8 @@ class SevenNetExtractor(TorchHookExtractor):
             if self.calculator is not None:
                 type_map = self.calculator.type_map
             else:
-                checkpoint = _import("sevenn.checkpoint", "sevenn")
-                keys = _import("sevenn._keys", "sevenn")
+                checkpoint = _import("sevenn.checkpoint", self.package)
+                keys = _import("sevenn._keys", self.package)
                 type_map = checkpoint.SevenNetCheckpoint(str(self.checkpoint)).config[keys.TYPE_MAP]
             self._elements = frozenset(int(z) for z in type_map)
         return self._elements
@@ -156,7 +162,7 @@ class SevenNetExtractor(TorchHookExtractor):
         return {
             "model": self.name,
             "package": "sevenn",
-            "package_version": _package_version("sevenn"),
+            "package_version": _package_version(self.package),
             "checkpoint": f"sevenn:{self.model_name}",
             "checkpoint_file": f"{self.checkpoint.parent.name}/{self.checkpoint.name}",
             "checkpoint_hash": self._hash,

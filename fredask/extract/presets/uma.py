@@ -70,7 +70,7 @@ class UMAExtractor(_FileExtractor):
         """Load the predict unit on the CPU (once) and hook the energy head."""
         if self._calculator is not None:
             return
-        core = _import("fairchem.core", "fairchem")
+        core = _import("fairchem.core", self.package)
         path = self._check_file()
         unit = core.pretrained_mlip.load_predict_unit(
             str(path), inference_settings=self.inference_settings, device="cpu"
