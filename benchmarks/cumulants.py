@@ -19,7 +19,7 @@ single-threaded worker processes:
   store (``fredask cumulants``);
 * the paper's loop, in a spawned child process on the features loaded into
   memory (loading not timed): for each structure, its block cast to float64,
-  ``scipy.stats.moment(block, order=j, axis=0)`` for j = 2..8, the SPEC's
+  ``scipy.stats.moment(block, order=j, axis=0)`` for j = 2..8, docs/method.md's
   explicit cumulant formulas, root scaling, concatenation.  Structures are
   taken in a fixed random order (seed 0); when the loop would run longer than
   ``--loop-budget`` seconds, only the structures done by then are timed and
@@ -380,7 +380,8 @@ def report(results: list[dict], context: dict) -> str:
         "faster of one task per storage chunk and fredask's read tasks (64 MiB). "
         "fredask compute: all cumulants computed on the cluster and reduced to one number. "
         "fredask store: `fredask cumulants` (computed and written into the store as float64). "
-        "Paper loop: per structure, scipy.stats.moment for orders 2..8 and the SPEC formulas, "
+        "Paper loop: per structure, scipy.stats.moment for orders 2..8 and the formulas of "
+        "docs/method.md, "
         "in one process on features already in memory (load not timed). "
         f"Timings: best of {context['args']['repeats']}.",
         "",

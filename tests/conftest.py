@@ -31,7 +31,7 @@ def ch4():
 
 @pytest.fixture(scope="session")
 def ch4_split():
-    """SPEC section 8 split: 40 random test rows, train = the sorted complement."""
+    """docs/method.md, section 8 split: 40 random test rows, train = the sorted complement."""
     test_idx = np.random.default_rng(0).choice(162, 40, replace=False)
     train_idx = np.setdiff1d(np.arange(162), test_idx)
     return train_idx, test_idx

@@ -1,7 +1,7 @@
-"""Per-structure cumulants: SPEC section 7's values, scipy, chunk boundaries, numerics, errors.
+"""Per-structure cumulants: the values of docs/method.md section 7, scipy, chunk edges, errors.
 
 The references here are independent of fredask's code: per structure, the biased central
-moments of ``scipy.stats.moment`` (or a plain two-pass numpy loop) and the SPEC's explicit
+moments of ``scipy.stats.moment`` (or a plain two-pass numpy loop) and docs/method.md's explicit
 cumulant formulas (fredask uses the moment-cumulant recursion).
 """
 
@@ -38,7 +38,7 @@ SPEC_PAPER_LAST_BLOCK = [8.0617974486, 1.9974649787]
 
 
 def spec_kappas(mu, kappa8="textbook"):
-    """SPEC section 7's explicit formulas; ``mu[j]`` = biased central moment j."""
+    """docs/method.md section 7's explicit formulas; ``mu[j]`` = biased central moment j."""
     k = {2: mu[2], 3: mu[3], 4: mu[4] - 3 * mu[2] ** 2, 5: mu[5] - 10 * mu[2] * mu[3]}
     k[6] = mu[6] - 15 * mu[2] * mu[4] - 10 * mu[3] ** 2 + 30 * mu[2] ** 3
     k[7] = mu[7] - 21 * mu[2] * mu[5] - 35 * mu[3] * mu[4] + 210 * mu[2] ** 2 * mu[3]
@@ -121,7 +121,7 @@ def assert_matches_reference(got, features, n_atoms, root_scaled=True, tol=1e-9)
     assert sigma_units(raw, expected, n_atoms, n_features).max() < tol
 
 
-# ------------------------------------------------------------- SPEC section 7
+# ------------------------------------------------------------- docs/method.md, section 7
 
 
 @pytest.mark.parametrize("kind", ["numpy", "dask"])
@@ -252,7 +252,7 @@ def test_large_mean_tiny_spread_keeps_its_digits():
     array_path = cumulants_from_sums(sums, root_scale=False)
     assert sigma_units(array_path, expected, n_atoms, 4).max() < 1e-8
 
-    def raw_power_sum_moment(block, j):  # the method SPEC section 7 warns about
+    def raw_power_sum_moment(block, j):  # the method docs/method.md, section 7 warns about
         raw = [np.mean(block**k, axis=0) for k in range(j + 1)]
         mean = raw[1]
         return sum(float(math.comb(j, k)) * raw[j - k] * (-mean) ** k for k in range(j + 1))

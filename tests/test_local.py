@@ -55,14 +55,14 @@ def test_spec_value_on_ch4_with_overlapping_test_rows(ch4):
     value = metrics.local_reconstruction_error(
         P, B, 20, train_idx=np.arange(0, 162, 2), test_idx=np.arange(162), allow_overlap=True
     )
-    # SPEC section 8; measured 9.97e-11 relative (ill-conditioned local fits)
+    # docs/method.md, section 8; measured 9.97e-11 relative (ill-conditioned local fits)
     assert value == pytest.approx(0.17171573166237716, rel=2e-10)
 
 
 def test_ch4_split_with_exact_distance_ties(ch4, ch4_split):
     """The degenerate CH4 data has exactly tied distances; ties go by row index.
 
-    scikit-matter's 0.17865279301109518 (SPEC section 8) depends on numpy's
+    scikit-matter's 0.17865279301109518 (docs/method.md, section 8) depends on numpy's
     arbitrary order among ties at 4 of the 40 test rows; everywhere else the
     values are scikit-matter's, and all rows equal the reference that orders
     ties by row index.

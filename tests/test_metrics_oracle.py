@@ -1,6 +1,6 @@
 """fredask's global measures against scikit-matter (the oracle) and an mpmath reference.
 
-* SPEC section 8 reference values on scikit-matter's degenerate CH4 data;
+* docs/method.md, section 8 reference values on scikit-matter's degenerate CH4 data;
 * a 40-digit mpmath computation of the ill-conditioned split GFRE;
 * generated float64/float32 data over shapes, splits, estimators and scalers;
 * the distortion for ``p > q`` (scikit-matter raises) against an independent numpy
@@ -28,7 +28,7 @@ from fredask.stats.splits import resolve_split
 SKMATTER_SEED = 0x5F3759DF
 DEFAULT_ALPHAS = np.geomspace(1e-9, 0.9, 20)
 
-# SPEC section 8 (scikit-matter 0.4.1 on its degenerate CH4 data).
+# docs/method.md, section 8 (scikit-matter 0.4.1 on its degenerate CH4 data).
 GFRE_P_TO_B = 0.22908196202476652
 GFRD_P_TO_B = 0.02254508186861741
 GFRD_B_TO_P = 0.23019129403504804
@@ -67,7 +67,7 @@ def assert_measures_close(actual, expected, rtol, keys=None):
 
 
 # --------------------------------------------------------------------------------------
-# degenerate CH4 manifold (SPEC section 8)
+# degenerate CH4 manifold (docs/method.md, section 8)
 # --------------------------------------------------------------------------------------
 
 
@@ -155,7 +155,7 @@ def _mp_rows(block, positions):
 
 @pytest.fixture(scope="module")
 def mpmath_split_reference(ch4, ch4_split):
-    """40-digit GFRE and pointwise errors of the SPEC split (P -> B).
+    """40-digit GFRE and pointwise errors of the reference split (method.md section 8; P -> B).
 
     Replicates scikit-matter: train-fitted scaling, the chosen relative alpha times the
     largest singular value of the two folds, truncated-SVD fit on all train rows.

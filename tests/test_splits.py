@@ -1,4 +1,4 @@
-"""Splits and fold labels against scikit-matter / scikit-learn (SPEC sections 2 and 4)."""
+"""Splits and fold labels against scikit-matter / scikit-learn (docs/method.md, sections 2, 4)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_default_split_matches_skmatter(n_rows):
 
 @pytest.mark.parametrize("n_rows", [9, 10])
 def test_default_split_is_the_seeded_permutation(n_rows):
-    """SPEC section 2: first ceil(n/2) positions of the permutation are test."""
+    """docs/method.md, section 2: first ceil(n/2) positions of the permutation are test."""
     permutation = np.random.RandomState(SKMATTER_SEED).permutation(n_rows)
     split = resolve_split(n_rows)
     n_test = (n_rows + 1) // 2

@@ -20,6 +20,8 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
+from fredask.store.feature_store import group_features
+
 LATENT_DIM = 32
 #: Per model (cycled): noise before the tanh, latent directions the model does not see.
 NOISE = (0.02, 0.1, 0.4, 0.8)
@@ -162,13 +164,14 @@ def synthetic_store(
 
 def synthetic_inputs(path: str | Path, structure_atoms: int = 16) -> StudyInputs:
     """The features of a synthetic store, cut into structures of ``structure_atoms`` atoms."""
-    group = zarr.open_group(path, mode="r")
-    features = {name: da.from_zarr(array) for name, array in sorted(group["features"].arrays())}
+    features = {name: da.from_zarr(array) for name, array in group_features(path).items()}
     n_atoms = next(iter(features.values())).shape[0]
     sizes = np.full(n_atoms // structure_atoms, structure_atoms, dtype=np.int64)
     if n_atoms % structure_atoms:
         sizes = np.append(sizes, n_atoms % structure_atoms)
-    chunk_rows = group.attrs.get("chunk_rows", features["m0"].chunks[0][0])
+    chunk_rows = zarr.open_group(path, mode="r").attrs.get(
+        "chunk_rows", features["m0"].chunks[0][0]
+    )
     return StudyInputs(features, sizes, str(path), chunk_rows=int(chunk_rows))
 
 

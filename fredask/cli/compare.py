@@ -14,7 +14,7 @@ from fredask.cli.store import open_store
 from fredask.compare.matrix import METRICS, reconstruction_matrix
 from fredask.solvers.settings import RidgeSettings
 from fredask.stats.splits import Split, split_usable
-from fredask.store.feature_store import FeatureStore, StoreError
+from fredask.store.feature_store import FeatureStore, StoreError, group_features
 
 
 def save_and_print(result, output: Path, stem: str) -> None:
@@ -30,10 +30,10 @@ def store_features(store: str | Path) -> tuple[dict[str, zarr.Array], FeatureSto
     except StoreError as error:
         if "not a fredask store" not in str(error):
             raise SystemExit(str(error)) from None
-        group = zarr.open_group(store, mode="r")
-        if "features" not in group:
-            raise SystemExit(f"{store}: no 'features' group; is this a fredask store?") from None
-        return dict(sorted(group["features"].arrays())), None
+        try:
+            return group_features(store), None
+        except StoreError as error:
+            raise SystemExit(str(error)) from None
     return opened.feature_arrays(), opened
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -118,15 +116,6 @@ def atom_batches(sizes: Sequence[int], max_atoms: int) -> list[range]:
     if len(sizes):
         groups.append(range(start, len(sizes)))
     return groups
-
-
-def file_hash(path: str | Path) -> str:
-    """``blake2b`` hash of a checkpoint file, for the store's attributes."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_module(root, dotted: str):

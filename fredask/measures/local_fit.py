@@ -1,6 +1,6 @@
 """The local feature reconstruction error (LFRE), streamed.
 
-scikit-matter's semantics (SPEC section 5): both spaces scaled on the train
+scikit-matter's semantics (docs/method.md, section 5): both spaces scaled on the train
 rows; for each test row the ``k`` train rows nearest in the scaled source
 space (ties by row index); those neighbours centred on their own means; one
 ``Ridge2FoldCV`` fitted on them in distance order; the test row predicted as

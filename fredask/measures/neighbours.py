@@ -1,4 +1,4 @@
-"""Streamed k-nearest-neighbour search among train rows, and row gathering.
+"""Streamed k-nearest-neighbour search among train rows.
 
 For every test row, the ``k`` train rows nearest in the scaled source space
 (squared Euclidean distance computed as scikit-matter does,

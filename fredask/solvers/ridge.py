@@ -1,7 +1,7 @@
-"""Small dense solves on the factors of the row subsets.
+"""The 2-fold cross-validated ridge (``Ridge2FoldCV``) solved on subset factors, batched.
 
 Everything here works on factors ``F`` (any matrix with ``F^T F`` equal to the
-scatter of the scaled, train-centred rows of a subset, SPEC section 6): the SVD
+scatter of the scaled, train-centred rows of a subset, docs/method.md, section 6): the SVD
 of the source columns ``F[:, a]`` has the singular values and right vectors of
 the data, ``U^T Y = U_F^T F[:, b]``, and the residual sum of squares of any
 linear map ``M`` over the concatenated columns is ``||F M||^2``.  The

@@ -3,7 +3,7 @@
 For the rows of one subset (fold 1, fold 2 or test) of the concatenated
 features ``Z = [X_1 | X_2 | ... | X_M]`` of all models, :class:`Moments` keeps
 the row count, the column means and the scatter about those means in one of
-two forms (SPEC section 6):
+two forms (docs/method.md, section 6):
 
 * ``"qr"``: the R factor of the centred rows (tall-skinny QR).  Exact: the
   singular values of any column block of R are those of the data, with no

@@ -1,7 +1,7 @@
 """Train/test splits and the per-row labels that drive the one-pass engine.
 
 Every row of the data gets one label, :data:`FOLD1`, :data:`FOLD2`, :data:`TEST`
-or :data:`UNUSED` (SPEC section 6).  The labels reproduce scikit-matter exactly:
+or :data:`UNUSED` (docs/method.md, section 6).  The labels reproduce scikit-matter exactly:
 the default 50/50 split of ``check_global_reconstruction_measures_input`` and
 the two folds of ``Ridge2FoldCV`` (``KFold(2, shuffle, random_state)`` over the
 train rows in the order they are given).
@@ -91,7 +91,7 @@ def resolve_split(n_rows: int, train_idx=None, test_idx=None, allow_overlap: boo
         Row indices (negative indices count from the end) or boolean masks.
     allow_overlap : bool
         Let test rows also be train rows (only the local measures support
-        it; scikit-matter's SPEC example tests on all rows).
+        it; the reference example of docs/method.md, section 8, tests on all rows).
 
     Returns
     -------

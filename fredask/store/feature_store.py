@@ -484,6 +484,18 @@ class FeatureStore:
         return "\n".join(lines)
 
 
+def group_features(path: str | Path) -> dict[str, zarr.Array]:
+    """The arrays under ``features/`` of any Zarr group laid out like a store, by name.
+
+    For plain groups that are not fredask stores (no structure table), such as
+    the synthetic stores of the benchmarks.
+    """
+    group = zarr.open_group(path, mode="r")
+    if "features" not in group:
+        raise StoreError(f"{path}: no 'features' group; is this a fredask store?")
+    return dict(sorted(group["features"].arrays()))
+
+
 def _write_array(group: zarr.Group, name: str, values: np.ndarray, dims, chunks) -> None:
     dtype = str if values.dtype.kind == "U" else values.dtype
     array = group.create_array(

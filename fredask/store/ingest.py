@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fredask.extract.base import file_hash
 from fredask.store.feature_store import FeatureStore, StoreError
-from fredask.store.structures import StructureTable
+from fredask.store.structures import StructureTable, file_hash
 
 FORMATS = (".npy", ".npz", ".pt", ".pth", ".h5", ".hdf5")
 

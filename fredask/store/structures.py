@@ -30,6 +30,15 @@ def fingerprint(atoms) -> np.uint64:
     return np.frombuffer(digest.digest(), dtype="<u8")[0]
 
 
+def file_hash(path: str | Path) -> str:
+    """``blake2b`` hash of a file (a checkpoint, an ingested features file) for provenance."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class StructureTable:
     """Per-structure and per-atom description of an ordered set of structures.

@@ -1,4 +1,4 @@
-"""Per-structure cumulants of atom features, streamed over row chunks (SPEC section 7).
+"""Per-structure cumulants of atom features, streamed over row chunks (docs/method.md, section 7).
 
 A structure is a run of contiguous rows.  The kernel of a row chunk computes
 the cumulants of the structures wholly inside it (:mod:`fredask.structure.power_sums`;

@@ -9,7 +9,7 @@ digits; and since ``c`` is a known float64 number and ``S_1`` is kept,
 moving sums to another centre is exact algebra (the binomial expansion), so
 the rounding of the mean does not leak into the higher moments.  Pieces of
 one segment merge by the pairwise update for arbitrary order (Pébay 2008):
-all moved to one centre and added.  Then the cumulants (SPEC section 7).
+all moved to one centre and added.  Then the cumulants (docs/method.md, section 7).
 Every function takes the array module ``xp`` (numpy or cupy) and computes in
 float64 whatever the input dtype.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-#: Highest cumulant order (SPEC section 7 gives the formulas up to 8).
+#: Highest cumulant order (docs/method.md, section 7 gives the formulas up to 8).
 MAX_ORDER = 8
 #: Rows a kernel works on at a time: small blocks stay in cache (about 2x faster).
 SUBBLOCK_ROWS = 2048

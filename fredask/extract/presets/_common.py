@@ -1,4 +1,4 @@
-"""Helpers shared by the model presets: installed packages, lazy imports, names, batches.
+"""Helpers shared by the model presets: installed packages, lazy imports, names, boxes.
 
 Nothing here imports a model package: :func:`_package_dir` locates one without
 importing it, and :func:`_import` imports one on first use with an ImportError

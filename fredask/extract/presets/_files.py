@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fredask.extract.base import Extractor, file_hash
+from fredask.extract.base import Extractor
 from fredask.extract.presets._common import _package_version
+from fredask.store.structures import file_hash
 
 
 class _FileExtractor(Extractor):

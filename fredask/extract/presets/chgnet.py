@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fredask.extract.base import ExtractionError, Extractor, _label, atom_batches, file_hash
+from fredask.extract.base import ExtractionError, Extractor, _label, atom_batches
 from fredask.extract.presets._common import (
     DEFAULT_VACUUM,
     _check_layer,
@@ -20,6 +20,7 @@ from fredask.extract.presets._common import (
     _package_version,
     boxed,
 )
+from fredask.store.structures import file_hash
 
 #: CHGNet models shipped in ``chgnet/pretrained/<name>/``.
 CHGNET_MODELS: tuple[str, ...] = ("0.3.0", "0.2.0", "r2scan")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fredask.extract.base import ExtractionError, TorchHookExtractor, _label, file_hash
+from fredask.extract.base import ExtractionError, TorchHookExtractor, _label
 from fredask.extract.presets._common import _import, _package_dir, _package_version
+from fredask.store.structures import file_hash
 
 #: SevenNet models shipped in ``sevenn/pretrained_potentials/`` (relative paths).
 SEVENN_MODELS: dict[str, str] = {
