@@ -168,7 +168,17 @@ def global_reconstruction_distortion(
 
 
 def _local(
-    X, Y, n_local_points, test_idx, train_idx, scaler, estimator, client, allow_overlap, device
+    X,
+    Y,
+    n_local_points,
+    test_idx,
+    train_idx,
+    scaler,
+    estimator,
+    client,
+    allow_overlap,
+    device,
+    on_phase,
 ):
     features = as_feature_set({"X": X, "Y": Y})
     split = resolve_split(
@@ -183,6 +193,7 @@ def _local(
         scaler=ScalerSettings.from_scaler(scaler),
         scheduler=resolve_client(client, embedded=False),
         device=device,
+        on_phase=on_phase,
     )
     return errors[PAIR]
 
@@ -200,6 +211,7 @@ def pointwise_local_reconstruction_error(
     client=None,
     allow_overlap: bool = False,
     device: str | ArrayBackend = "cpu",
+    on_phase=None,
 ) -> np.ndarray:
     """Per test row local reconstruction error (scikit-matter's LFRE, streamed).
 
@@ -223,13 +235,26 @@ def pointwise_local_reconstruction_error(
         Let test rows also be train rows (an error otherwise).
     device : {"cpu", "gpu", "auto"} or ArrayBackend, keyword-only
         Array module of the chunk kernels (:func:`fredask.backend.resolve_backend`).
+    on_phase : callable (name, seconds, details), keyword-only
+        Profiling hook, called after each pass
+        (:func:`fredask.measures.local_fit.local_errors`).
 
     Returns
     -------
     numpy.ndarray of shape (n_test,)
     """
     return _local(
-        X, Y, n_local_points, test_idx, train_idx, scaler, estimator, client, allow_overlap, device
+        X,
+        Y,
+        n_local_points,
+        test_idx,
+        train_idx,
+        scaler,
+        estimator,
+        client,
+        allow_overlap,
+        device,
+        on_phase,
     )
 
 
@@ -246,6 +271,7 @@ def local_reconstruction_error(
     client=None,
     allow_overlap: bool = False,
     device: str | ArrayBackend = "cpu",
+    on_phase=None,
 ) -> float:
     """Local feature reconstruction error (LFRE): RMS of the pointwise errors.
 
@@ -256,6 +282,16 @@ def local_reconstruction_error(
     float
     """
     errors = _local(
-        X, Y, n_local_points, test_idx, train_idx, scaler, estimator, client, allow_overlap, device
+        X,
+        Y,
+        n_local_points,
+        test_idx,
+        train_idx,
+        scaler,
+        estimator,
+        client,
+        allow_overlap,
+        device,
+        on_phase,
     )
     return float(np.sqrt(np.mean(errors**2)))

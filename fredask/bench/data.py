@@ -17,10 +17,13 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
-import zarr
-from zarr.codecs import ZstdCodec
 
-from fredask.store.feature_store import group_features
+from fredask.store.feature_store import (
+    create_group_features,
+    group_attributes,
+    group_features,
+    set_group_attributes,
+)
 
 LATENT_DIM = 32
 #: Per model (cycled): noise before the tanh, latent directions the model does not see.
@@ -135,30 +138,18 @@ def synthetic_store(
     attributes = _attributes(n_atoms, n_models, n_features, chunk_rows, seed)
     path = synthetic_path(data_dir, n_atoms, n_models, n_features, chunk_rows, seed)
     if path.exists():
-        try:
-            if dict(zarr.open_group(path, mode="r").attrs) == attributes:
-                return path
-        except (FileNotFoundError, ValueError):
-            pass
+        if group_attributes(path) == attributes:
+            return path
         shutil.rmtree(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    group = zarr.open_group(path, mode="w")
-    arrays = [
-        group.create_array(
-            f"features/m{m}",
-            shape=(n_atoms, n_features),
-            chunks=(chunk_rows, n_features),
-            dtype="float32",
-            compressors=ZstdCodec(),
-        )
-        for m in range(n_models)
-    ]
+    names = [f"m{m}" for m in range(n_models)]
+    arrays = create_group_features(path, names, n_atoms, n_features, chunk_rows).values()
     maps = _maps(n_models, n_features, seed)
     for index, start in enumerate(range(0, n_atoms, chunk_rows)):
         stop = min(start + chunk_rows, n_atoms)
         for array, block in zip(arrays, _chunk(seed, index, stop - start, maps), strict=True):
             array[start:stop] = block
-    group.attrs.update(attributes)
+    set_group_attributes(path, attributes)
     return path
 
 
@@ -169,9 +160,7 @@ def synthetic_inputs(path: str | Path, structure_atoms: int = 16) -> StudyInputs
     sizes = np.full(n_atoms // structure_atoms, structure_atoms, dtype=np.int64)
     if n_atoms % structure_atoms:
         sizes = np.append(sizes, n_atoms % structure_atoms)
-    chunk_rows = zarr.open_group(path, mode="r").attrs.get(
-        "chunk_rows", features["m0"].chunks[0][0]
-    )
+    chunk_rows = (group_attributes(path) or {}).get("chunk_rows", features["m0"].chunks[0][0])
     return StudyInputs(features, sizes, str(path), chunk_rows=int(chunk_rows))
 
 

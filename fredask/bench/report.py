@@ -56,10 +56,18 @@ def read_csv(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=True)
 
 
-def _fmt(value, digits: int = 2) -> str:
-    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+def fmt(value, digits: int = 2) -> str:
+    """``value`` with ``digits`` decimals; a dash for None and non-finite numbers."""
+    if value is None or (isinstance(value, (float, np.floating)) and not np.isfinite(value)):
         return "—"
     return f"{value:.{digits}f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def _atoms(n: int) -> str:
@@ -76,9 +84,9 @@ def markdown_table(results: pd.DataFrame) -> str:
         "time / floor", "speed-up", "efficiency", "floor speed-up", "atoms/s", "MiB/s",
         "peak worker RSS MiB", "load before / after",
     ]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    table = with_scaling(results).sort_values(["stage", *POINT[1:], "workers"])
-    for _, r in table.iterrows():
+    rows = []
+    points = with_scaling(results).sort_values(["stage", *POINT[1:], "workers"])
+    for _, r in points.iterrows():
         features = f"{int(r['n_features'])}" if r["n_features"] else "—"
         cells = [
             r["stage"],
@@ -86,19 +94,19 @@ def markdown_table(results: pd.DataFrame) -> str:
             f"{int(r['n_models'])} x {features}",
             f"{int(r['chunk_rows']):,}",
             str(int(r["workers"])),
-            _fmt(r["seconds"]),
-            _fmt(r["floor_s"]),
-            _fmt(r["ratio_to_floor"]),
-            _fmt(r["speedup"]),
-            _fmt(r["efficiency"]),
-            _fmt(r["floor_speedup"]),
+            fmt(r["seconds"]),
+            fmt(r["floor_s"]),
+            fmt(r["ratio_to_floor"]),
+            fmt(r["speedup"]),
+            fmt(r["efficiency"]),
+            fmt(r["floor_speedup"]),
             f"{r['atoms_per_s']:,.0f}",
-            _fmt(r["mib_per_s"], 0),
-            _fmt(r["peak_worker_rss_mib"], 0),
+            fmt(r["mib_per_s"], 0),
+            fmt(r["peak_worker_rss_mib"], 0),
             f"{r['load_before']:.2f} / {r['load_after']:.2f}",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return table(header, rows)
 
 
 def _atoms_tex(n: int) -> str:
@@ -267,3 +275,69 @@ def markdown_report(
     for heading, rows in (sections or {}).items():
         lines += [f"## {heading}", "", markdown_table(rows), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def benchmark_page(
+    title: str,
+    context: dict,
+    definitions: list[str],
+    sections: list,
+    targets: list[str] = (),
+) -> str:
+    """A benchmark's markdown page: title, machine and versions, definitions, tables, targets.
+
+    Parameters
+    ----------
+    title : str
+    context : dict
+        With ``machine`` (:func:`fredask.bench.measure.machine`), ``versions``,
+        ``cluster`` and ``load_average`` (at the start).
+    definitions : list of str
+        Paragraphs after the machine line (what is timed, the floor).
+    sections : list of str or (str, list, list)
+        Paragraphs, or ``(sentence, header, rows)`` tables.
+    targets : list of str
+        The goals, checked against the numbers, as a list at the end.
+    """
+    host = context["machine"]
+    lines = [
+        f"# {title}",
+        "",
+        f"Machine: {host['cpu']}, {host['cores_total']} cores ({host['cores']} usable), "
+        f"{host['memory_gib']} GiB, {host['gpu']}, load average "
+        f"{context['load_average']:.2f} at start; {context['cluster']}.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in context["versions"].items()) + ".",
+        "",
+        *definitions,
+        "",
+    ]
+    for section in sections:
+        if isinstance(section, str):
+            lines += [section, ""]
+        else:
+            sentence, header, rows = section
+            lines += [sentence, ""] if sentence else []
+            lines += [table(header, rows), ""]
+    if targets:
+        lines += ["Targets:", "", *(f"- {line}" for line in targets)]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write_results(directory: str | Path, name: str, markdown: str, raw: dict) -> dict[str, Path]:
+    """``name.md`` (the page) and ``name.json`` (the raw numbers) in ``directory``."""
+    import json
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {"md": directory / f"{name}.md", "json": directory / f"{name}.json"}
+    paths["md"].write_text(markdown)
+    paths["json"].write_text(json.dumps(raw, indent=2, default=_json_default) + "\n")
+    return paths
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

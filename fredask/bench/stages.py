@@ -25,7 +25,7 @@ import dask.array as da
 import numpy as np
 
 from fredask.bench.data import StudyInputs
-from fredask.bench.measure import timed
+from fredask.bench.floors import distance_floor, gram_floor, read_floor
 
 STAGES = ("gfre", "lfre", "cumulants", "extraction")
 N_TEST = 1000
@@ -142,68 +142,6 @@ RUNNERS = {
 # ----------------------------------------------------------------------- floors
 
 
-def read_all(arrays: list[da.Array], client) -> None:
-    """Read and decompress every chunk once (a per-chunk sum forces each read)."""
-    client.compute([a.sum() for a in arrays], sync=True)
-
-
-def _block_gram(block: np.ndarray, rows: int) -> np.ndarray:
-    part = block[:rows]
-    return part.T @ part
-
-
-def _block_distances(block: np.ndarray, test: np.ndarray, rows: int, step: int) -> int:
-    for lo in range(0, rows, step):
-        product = test @ block[lo : min(lo + step, rows)].T
-        del product
-    return rows
-
-
-def _row_blocks(n_rows: int, chunk_rows: int) -> list[int]:
-    full, rest = divmod(n_rows, chunk_rows)
-    return [chunk_rows] * full + ([rest] if rest else [])
-
-
-def held_blocks(stage: str, inputs: StudyInputs, client, options: StageOptions) -> list:
-    """Random blocks of one chunk each, scattered to every worker (before timing).
-
-    ``gfre``: one ``chunk x (all models' columns)`` float32 block; ``lfre``: one
-    ``chunk x p`` float64 block and the ``n_test x p`` test rows.
-    """
-    arrays = stage_inputs(stage, inputs)
-    rows = min(inputs.chunk_rows, inputs.n_atoms)
-    rng = np.random.default_rng(0)
-    if stage == "gfre":
-        width = sum(a.shape[1] for a in arrays)
-        blocks = [rng.standard_normal((rows, width)).astype(np.float32)]
-    else:
-        n_test = lfre_rows(inputs.n_atoms, options.n_test)[0].size
-        width = arrays[0].shape[1]
-        blocks = [rng.standard_normal((rows, width)), rng.standard_normal((n_test, width))]
-    return client.scatter(blocks, broadcast=True)
-
-
-def gemm_pass(stage: str, held: list, n_rows: int, chunk_rows: int, client):
-    """The stage's GEMM over ``n_rows`` rows in blocks of ``chunk_rows``, on held blocks.
-
-    Returns
-    -------
-    object
-        The reduced result (so the products are really computed).
-    """
-    blocks = _row_blocks(n_rows, chunk_rows)
-    if stage == "gfre":
-        parts = [client.submit(_block_gram, held[0], r, pure=False) for r in blocks]
-    else:
-        from fredask.measures.neighbours import BLOCK_ROWS
-
-        parts = [
-            client.submit(_block_distances, held[0], held[1], r, BLOCK_ROWS, pure=False)
-            for r in blocks
-        ]
-    return client.submit(sum, parts, pure=False).result()
-
-
 def stage_inputs(stage: str, inputs: StudyInputs) -> list[da.Array]:
     """The arrays a stage reads (the LFRE: its two models)."""
     if stage == "lfre":
@@ -219,17 +157,20 @@ def measure_floor(
         nan = float("nan")
         return {"read_floor_s": nan, "gemm_floor_s": nan, "floor_s": nan}
     arrays = stage_inputs(stage, inputs)
-    chunk = min(inputs.chunk_rows, inputs.n_atoms)
-    read_all([a[: 2 * chunk] for a in arrays], client)  # warm-up
-    read = timed(client, lambda: read_all(arrays, client), repeats).seconds
+    read = read_floor(arrays, client, repeats).seconds
     gemm = 0.0
-    if stage in ("gfre", "lfre"):
-        held = held_blocks(stage, inputs, client, options)
-        gemm_pass(stage, held, 2 * chunk, chunk, client)  # warm-up
-        gemm = timed(
-            client, lambda: gemm_pass(stage, held, inputs.n_atoms, chunk, client), repeats
+    if stage == "gfre":
+        width = sum(a.shape[1] for a in arrays)
+        gemm = gram_floor(client, inputs.n_atoms, inputs.chunk_rows, width, np.float32, repeats)
+        gemm = gemm.seconds
+    elif stage == "lfre":
+        from fredask.measures.neighbours import BLOCK_ROWS
+
+        n_test = lfre_rows(inputs.n_atoms, options.n_test)[0].size
+        width = arrays[0].shape[1]
+        gemm = distance_floor(
+            client, inputs.n_atoms, inputs.chunk_rows, width, n_test, BLOCK_ROWS, repeats
         ).seconds
-        del held
     return {"read_floor_s": read, "gemm_floor_s": gemm, "floor_s": read + gemm}
 
 

@@ -72,11 +72,13 @@ def local_cluster(n_workers: int | None = None, cluster_class=None, **options):
         return cluster_class(**options)
 
 
-def local_client(n_workers: int | None = None, **options) -> distributed.Client:
-    """A client (not the default one) of a new :func:`local_cluster`."""
+def local_client(
+    n_workers: int | None = None, set_as_default: bool = False, **options
+) -> distributed.Client:
+    """A client of a new :func:`local_cluster` (the default client only if asked)."""
     cluster = local_cluster(n_workers, **options)
     try:
-        return distributed.Client(cluster, set_as_default=False)
+        return distributed.Client(cluster, set_as_default=set_as_default)
     except BaseException:
         cluster.close()
         raise

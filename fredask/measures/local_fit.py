@@ -14,6 +14,7 @@ fits, which are solved as batched linear algebra over blocks of test rows.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterable
 
 import dask
@@ -33,6 +34,10 @@ from fredask.stats.splits import FOLD1, FOLD2, Split, fold_positions, row_labels
 NeighbourCount = int | Callable[[int, int], int] | None
 #: Test rows per local-fit task.
 FIT_BLOCK_ROWS = 128
+#: The passes of :func:`local_errors`, in order, as named to its ``on_phase`` hook.
+PHASES = ("statistics and test rows", "neighbour search", "neighbour gather and local fits")
+#: ``on_phase(name, seconds, details)``.
+PhaseHook = Callable[[str, float, dict], None]
 
 
 def neighbour_count(n_local_points: NeighbourCount, p: int, q: int) -> int:
@@ -54,6 +59,7 @@ def local_errors(
     scheduler: Scheduler = "threads",
     progress: bool = False,
     device: str | ArrayBackend = "cpu",
+    on_phase: PhaseHook | None = None,
 ) -> dict[Pair, np.ndarray]:
     """Pointwise local reconstruction errors of every pair.
 
@@ -70,6 +76,12 @@ def local_errors(
     progress : bool
     device : {"cpu", "gpu", "auto"} or ArrayBackend
         Array module of the chunk kernels (:func:`fredask.backend.resolve_backend`).
+    on_phase : callable (name, seconds, details), optional
+        Called after each of the three passes (see :data:`PHASES`) with its wall
+        time and what it determined: ``{"centre", "scale"}`` of the scaler
+        (concatenated columns), ``{"source", "rows"}`` of each neighbour
+        search, ``{}`` after the local fits.  For profiling; the benchmarks
+        time the phases with it.
 
     Returns
     -------
@@ -94,7 +106,9 @@ def local_errors(
 
     labels = row_labels(features.n_rows, split, ridge.random_state, ridge.shuffle)
     test_rows = np.sort(split.test_idx)
+    hook = on_phase or (lambda name, seconds, details: None)
     # one read: the scalers' statistics and the test rows
+    start = time.perf_counter()
     moments, test = compute(
         [
             statistics_graph(features, labels, "diagonal", xp),
@@ -103,10 +117,12 @@ def local_errors(
         scheduler,
         progress,
     )
+    seconds = time.perf_counter() - start
     if moments[FOLD1] is None or moments[FOLD2] is None:
         raise ValueError("the train rows are too few for two folds")
     train = merge_moments([moments_to_host(m) for m in moments[FOLD1 : FOLD2 + 1]], "diagonal", np)
     centre, scale = fit_scaler(train, features, scaler, "diagonal")
+    hook(PHASES[0], seconds, {"centre": centre, "scale": scale})
     shifts = {
         name: (centre[features.columns(name)], scale[features.columns(name)])
         for name in features.names
@@ -116,6 +132,7 @@ def local_errors(
     neighbours = {}
     for source in dict.fromkeys(s for s, _ in pairs):
         k_max = max(k for (s, _), k in ks.items() if s == source)
+        start = time.perf_counter()
         _, neighbours[source] = nearest_train_rows(
             features,
             labels,
@@ -127,6 +144,7 @@ def local_errors(
             xp=xp,
             progress=progress,
         )
+        hook(PHASES[1], time.perf_counter() - start, {"source": source, "rows": neighbours[source]})
 
     # one read of the chunks holding neighbours, feeding the local fits (Dask
     # tasks over blocks of test rows) without a round trip through the client
@@ -158,7 +176,9 @@ def local_errors(
             )
             for block in _blocks(index.shape[0], FIT_BLOCK_ROWS)
         ]
+    start = time.perf_counter()
     results = compute(list(tasks.values()), scheduler, progress)
+    hook(PHASES[2], time.perf_counter() - start, {})
     order = np.searchsorted(test_rows, split.test_idx)
     return {
         pair: np.concatenate(blocks)[order] for pair, blocks in zip(tasks, results, strict=True)

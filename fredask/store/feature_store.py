@@ -484,6 +484,41 @@ class FeatureStore:
         return "\n".join(lines)
 
 
+def group_attributes(path: str | Path) -> dict | None:
+    """The attributes of the Zarr group at ``path``, or None where there is none."""
+    try:
+        return dict(zarr.open_group(path, mode="r").attrs)
+    except (FileNotFoundError, ValueError, zarr.errors.GroupNotFoundError):
+        return None
+
+
+def create_group_features(
+    path: str | Path, names, n_rows: int, n_features: int, chunk_rows: int
+) -> dict[str, zarr.Array]:
+    """A new plain Zarr group (no structure table) of empty float32 ``features/<name>`` arrays.
+
+    The layout :func:`group_features` reads: zstd-compressed, chunks of
+    ``chunk_rows`` rows; the caller writes the rows, then marks the group with
+    its attributes (:func:`set_group_attributes`).
+    """
+    group = zarr.open_group(path, mode="w")
+    return {
+        name: group.create_array(
+            f"features/{name}",
+            shape=(n_rows, n_features),
+            chunks=(chunk_rows, n_features),
+            dtype="float32",
+            compressors=zarr.codecs.ZstdCodec(),
+        )
+        for name in names
+    }
+
+
+def set_group_attributes(path: str | Path, attributes: Mapping[str, object]) -> None:
+    """Add ``attributes`` to the Zarr group at ``path``."""
+    zarr.open_group(path, mode="a").attrs.update(attributes)
+
+
 def group_features(path: str | Path) -> dict[str, zarr.Array]:
     """The arrays under ``features/`` of any Zarr group laid out like a store, by name.
 
