@@ -15,19 +15,20 @@ Runs :mod:`fredask.bench` (the library behind ``fredask bench``) over
 each on 1 and 2 single-threaded worker processes (both clusters open, each point
 measured on one then the other), best of 2 up to 10^6 atoms, with the floor of
 ``gfre_matrix.py`` generalised (read once + one GEMM; see
-``fredask/scaling/stages.py``).  The synthetic data is ``gfre_matrix.py``'s
-generator, in stores ``benchmarks/_data/scaling_n{N}_m{M}_f{F}_c{C}_s0.zarr``
-written once and reused (10^7 x 4 x 128: 17 GiB).
+``fredask/bench/stages.py``).  The synthetic data is ``gfre_matrix.py``'s
+generator (:func:`fredask.bench.data.synthetic_store`), in stores
+``scaling_n{N}_m{M}_f{F}_c{C}_s0.zarr`` in ``--data-dir`` (default
+``benchmarks/_data``) written once and reused (10^7 x 4 x 128: 17 GiB).
 
-Output under ``benchmarks/results/``: ``scaling.csv`` (one row per point and
-worker count, with the machine and the load average before and after),
-``scaling.md`` and the plots ``scaling_*.png``.
+Output in ``--results-dir`` (default ``benchmarks/results``): ``scaling.csv``
+(one row per point and worker count, with the machine and the load average
+before and after), ``scaling.md`` and the plots ``scaling_*.png``.
 
 Usage::
 
     .venv/bin/python benchmarks/scaling.py
     .venv/bin/python benchmarks/scaling.py --atoms 1e4 1e5 --sweep-atoms 1e5 \\
-        --output /tmp/scaling   # a quick try
+        --results-dir /tmp/scaling   # a quick try
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from gfre_matrix import DATA_DIR, RESULTS_DIR, library_versions, log
 
 from fredask.bench import (
     Grid,
@@ -48,8 +48,10 @@ from fredask.bench import (
     write_csv,
     write_plots,
 )
-from fredask.bench.measure import load_average, machine
+from fredask.bench.driver import log
+from fredask.bench.measure import load_average, machine, versions
 
+HERE = Path(__file__).resolve().parent
 PARTS = ("gfre", "chunks", "features", "lfre", "cumulants")
 CHUNK_ROWS = 32_768
 N_FEATURES = 128
@@ -106,8 +108,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--repeats-max-atoms", type=count, default=10**6, help="larger N are timed once"
     )
-    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--data-dir", type=Path, default=HERE / "_data")
+    parser.add_argument("--results-dir", "--output", type=Path, default=HERE / "results")
     return parser.parse_args(argv)
 
 
@@ -121,7 +123,7 @@ def main(argv=None) -> None:
         parts.append(run_study(grid).assign(part=part))
     results = pd.concat(parts, ignore_index=True)
     end_load, minutes = load_average(), (time.perf_counter() - start) / 60
-    output = args.output
+    output = args.results_dir
     write_csv(results, output / "scaling.csv")
     images = []
     for stage in results["stage"].unique():
@@ -138,7 +140,7 @@ def main(argv=None) -> None:
                 path, dpi=120
             )
             images.append(path)
-    versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
+    libraries = ", ".join(f"{k} {v}" for k, v in versions().items())
     notes = [
         f"Load average (1 min): {start_load:.2f} at start, {end_load:.2f} at end of the "
         f"{minutes:.0f}-minute study; per point in the last column. The study itself "
@@ -148,7 +150,7 @@ def main(argv=None) -> None:
         f"see similar load; timings are the best of {args.repeats} up to "
         f"{args.repeats_max_atoms:,} atoms and single runs above (column `repeats`).",
         "",
-        f"Versions: {versions}.",
+        f"Versions: {libraries}.",
         "",
         "Command: `.venv/bin/python benchmarks/scaling.py` (parts: "
         + ", ".join(args.parts)

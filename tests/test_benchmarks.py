@@ -1,0 +1,127 @@
+"""Smoke runs of the benchmark drivers in benchmarks/, tiny, into a temporary directory.
+
+Each script runs as a user would run it (a subprocess from the repository root)
+on sizes small enough for a few tens of seconds on 2 cores; the checks are that
+it finishes, writes its report and raw numbers, and measured something.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(name: str, tmp_path: Path, *options: str) -> Path:
+    """Run ``benchmarks/name.py`` with data and results under ``tmp_path``; the results dir."""
+    results = tmp_path / "results"
+    command = [
+        sys.executable,
+        f"benchmarks/{name}.py",
+        *options,
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--results-dir",
+        str(results),
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return results
+
+
+def test_cumulants_benchmark(tmp_path):
+    results = run_script(
+        "cumulants", tmp_path, "--sizes", "200", "--repeats", "1", "--loop-budget", "1"
+    )
+    page = (results / "cumulants.md").read_text()
+    assert (
+        "| structures | atoms | features | read s: storage chunks / tasks | floor s | "
+        "fredask compute s | fredask store s | compute / floor | store / floor | paper loop s | "
+        "loop / store | loop / compute | peak worker RSS MiB | load avg before / after |"
+    ) in page
+    [r] = json.loads((results / "cumulants.json").read_text())["results"]
+    assert r["n_structures"] == 200
+    for run in ("floor", "read_per_storage_chunk", "read_in_tasks"):
+        assert r[run]["seconds"] > 0
+    for run in ("fredask_compute", "fredask_store"):
+        assert r[run]["seconds"] > 0
+        assert min(r[run]["worker_peak_rss"].values()) > 0
+    assert r["loop"]["total_s"] > 0
+    assert r["loop"]["structures_timed"] == 200  # all of them: no extrapolation
+    assert r["agreement"]["max_diff_over_column_scale"] < 1e-8
+
+
+@pytest.mark.skipif(
+    find_spec("chgnet") is None or find_spec("sevenn") is None,
+    reason="needs the extraction extra (chgnet, sevenn)",
+)
+def test_extraction_benchmark(tmp_path):
+    results = run_script(
+        "extraction",
+        tmp_path,
+        *("--models", "chgnet:0.3.0", "--workers", "1", "--write-rows", "2000"),
+        *("--max-structures", "20"),
+    )
+    page = (results / "extraction.md").read_text()
+    assert "| model | workers | wall s | atoms/s | speed-up |" in page
+    assert (
+        "| data | MiB | store s | np.save s | store MiB/s | np.save MiB/s | store / np.save |"
+    ) in page
+    raw = json.loads((results / "extraction.json").read_text())["results"]
+    assert raw["structures"] == 20
+    [run] = raw["extraction"]
+    assert (run["model"], run["workers"]) == ("chgnet:0.3.0", 1)
+    assert run["seconds"] > 0 and run["atoms_per_s"] > 0
+    assert len(raw["writes"]) == 2
+    assert all(w["store_s"] > 0 and w["numpy_save_s"] > 0 for w in raw["writes"])
+    assert not list((tmp_path / "data").iterdir())  # the scratch stores were removed
+
+
+def test_scaling_benchmark(tmp_path):
+    results = run_script(
+        "scaling", tmp_path, "--atoms", "40000", "--parts", "gfre", "--repeats", "1"
+    )
+    page = (results / "scaling.md").read_text()
+    assert (
+        "| stage | N atoms | models x features | chunk rows | workers | time s | floor s | "
+        "time / floor | speed-up | efficiency | floor speed-up | atoms/s | MiB/s | "
+        "peak worker RSS MiB | load before / after |"
+    ) in page
+    with open(results / "scaling.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(int(r["workers"]) for r in rows) == [1, 2]
+    for r in rows:
+        assert (r["stage"], int(r["n_atoms"])) == ("gfre", 40000)
+        assert float(r["seconds"]) > 0 and float(r["floor_s"]) > 0
+    assert (results / "scaling_gfre_strong.png").stat().st_size > 0
+    assert (results / "scaling_gfre_weak.png").stat().st_size > 0
+
+
+def test_gfre_matrix_benchmark(tmp_path):
+    results = run_script("gfre_matrix", tmp_path, "--sizes", "40000", "--skmatter-budget", "2")
+    page = (results / "gfre_matrix.md").read_text()
+    assert "| N | store | read floor s | Gram floor s | floor total s | fredask qr s |" in page
+    [r] = json.loads((results / "gfre_matrix.json").read_text())["results"]
+    assert r["floor_s"] > 0 and r["fredask"]["qr"]["seconds"] > 0
+    # the exact and fast paths agree, and scikit-matter agrees on the pairs it ran
+    assert r["agreement"]["qr_vs_gram"] < 1e-10
+    assert r["agreement"]["pairs_compared"] >= 1 and r["agreement"]["qr_vs_skmatter"] < 1e-5
+
+
+def test_lfre_benchmark(tmp_path):
+    results = run_script("lfre", tmp_path, "--sizes", "40000")
+    page = (results / "lfre.md").read_text()
+    assert "| N_train | total s | statistics and test rows s | neighbour search s |" in page
+    [r] = json.loads((results / "lfre.json").read_text())["results"]
+    phases = r["fredask"]["phases_s"]
+    assert all(phases[name] > 0 for name in ("neighbour search", "statistics and test rows"))
+    # the hook's neighbours and scaler rebuild arrays whose local fits give fredask's LFRE
+    assert r["fredask"]["local_fit_floor_relative_difference"] < 1e-10
+    assert r["relative_difference_float64"] < 1e-12
