@@ -53,7 +53,7 @@ import numpy as np
 import scipy
 import zarr
 
-from fredask.bench.driver import log, run_benchmark
+from fredask.bench.driver import directory_arguments, log, run_benchmark
 from fredask.bench.floors import read_all, read_floor
 from fredask.bench.measure import MIB, directory_bytes, in_child, timed, versions
 from fredask.bench.references import paper_cumulant_loop
@@ -360,8 +360,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=300.0,
         help="seconds of the paper loop per size before extrapolating",
     )
-    parser.add_argument("--data-dir", type=Path, default=HERE / "_data")
-    parser.add_argument("--results-dir", type=Path, default=HERE / "results")
+    directory_arguments(parser, HERE)
     return parser.parse_args(argv)
 
 
@@ -370,11 +369,9 @@ def main(argv=None) -> None:
     used = {store_path(args.data_dir, n, args.seed).resolve() for n in args.sizes}
     run_benchmark(
         "cumulants",
-        args.sizes,
-        lambda client, n: measure_size(client, n, args),
+        args,
+        measure_size,
         page,
-        args.results_dir,
-        args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         versions=versions() | {"scipy": scipy.__version__},
         other_stores=other_stores(args.data_dir, used),
     )

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fredask.bench.driver import log
+from fredask.bench.driver import directory_arguments, log
 from fredask.bench.measure import MIB, load_average, machine, versions
 from fredask.bench.report import benchmark_page, write_results
 from fredask.bench.report import table as markdown_table
@@ -188,8 +188,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--max-structures", type=int, help="only the first this many shipped structures (a try)"
     )
-    parser.add_argument("--data-dir", type=Path, default=HERE / "_data")
-    parser.add_argument("--results-dir", type=Path, default=HERE / "results")
+    directory_arguments(parser, HERE)
     args = parser.parse_args(argv)
 
     context = {

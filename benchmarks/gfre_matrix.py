@@ -45,7 +45,7 @@ import dask.array as da
 import numpy as np
 
 from fredask.bench.data import synthetic_path, synthetic_store
-from fredask.bench.driver import log, run_benchmark
+from fredask.bench.driver import directory_arguments, log, run_benchmark
 from fredask.bench.floors import gram_floor, read_floor
 from fredask.bench.measure import MIB, directory_bytes, in_child, timed
 from fredask.bench.references import skmatter_gfre_pairs
@@ -336,8 +336,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="seconds of scikit-matter pairs per N before extrapolating the rest",
     )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=1, help="timings are the best of this")
-    parser.add_argument("--data-dir", type=Path, default=HERE / "_data")
-    parser.add_argument("--results-dir", type=Path, default=HERE / "results")
+    directory_arguments(parser, HERE)
     return parser.parse_args(argv)
 
 
@@ -345,11 +344,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     run_benchmark(
         "gfre_matrix",
-        args.sizes,
-        lambda client, n: measure_size(client, n, args),
+        args,
+        measure_size,
         page,
-        args.results_dir,
-        args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         repeats=args.repeats,
         skmatter_budget_s=args.skmatter_budget,
     )

@@ -56,7 +56,7 @@ import dask.array as da
 import numpy as np
 
 from fredask.bench.data import synthetic_store
-from fredask.bench.driver import log, run_benchmark
+from fredask.bench.driver import directory_arguments, log, run_benchmark
 from fredask.bench.floors import distance_read_floor, local_fit_floor
 from fredask.bench.measure import MIB, directory_bytes, in_child, timed
 from fredask.bench.references import skmatter_lfre
@@ -423,8 +423,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--skmatter-float64-max", type=int, default=100_000,
         help="largest N to also run scikit-matter on float64 copies (exact cross-check)",
     )  # fmt: skip
-    parser.add_argument("--data-dir", type=Path, default=HERE / "_data")
-    parser.add_argument("--results-dir", type=Path, default=HERE / "results")
+    directory_arguments(parser, HERE)
     return parser.parse_args(argv)
 
 
@@ -432,11 +431,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     run_benchmark(
         "lfre",
-        args.sizes,
-        lambda client, n: measure_size(client, n, args),
+        args,
+        measure_size,
         page,
-        args.results_dir,
-        args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         fredask_source_sha256=fredask_source_digest(),
     )
 

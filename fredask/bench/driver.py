@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import resource
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from fredask.bench.measure import load_average, machine, versions
@@ -30,30 +30,41 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def directory_arguments(parser, here: str | Path) -> None:
+    """Give a benchmark ``--data-dir`` and ``--results-dir`` (``here/_data``, ``here/results``)."""
+    here = Path(here)
+    parser.add_argument("--data-dir", type=Path, default=here / "_data")
+    parser.add_argument("--results-dir", type=Path, default=here / "results")
+
+
+def argument_values(args) -> dict:
+    """Parsed arguments as JSON values (paths as strings), for a report's context."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
 def run_benchmark(
     name: str,
-    sizes: Iterable[int],
+    args,
     measure_size: Callable,
     page: Callable[[list[dict], dict], str],
-    results_dir: str | Path,
     **context,
 ) -> list[dict]:
-    """``measure_size(client, size)`` for every size, reported as ``page(results, context)``.
+    """``measure_size(client, size, args)`` for every size, reported as ``page(results, context)``.
 
     Parameters
     ----------
     name : str
-        The results' file stem (``results_dir/name.md`` and ``.json``).
-    sizes : iterable of int
-        Measured in increasing order, each once.
-    measure_size : callable (client, size) -> dict
+        The results' file stem (``args.results_dir/name.md`` and ``.json``).
+    args : argparse.Namespace
+        With ``sizes`` (measured in increasing order, each once) and
+        ``results_dir`` (:func:`directory_arguments`); recorded in the context.
+    measure_size : callable (client, size, args) -> dict
         Every measurement for one size.
     page : callable (results, context) -> str
         The markdown page.
-    results_dir : path
     **context
         Added to the context the page gets (machine, versions, cluster, load
-        average at the start, the client's lifetime peak RSS).
+        average at the start, the arguments, the client's lifetime peak RSS).
 
     Returns
     -------
@@ -61,6 +72,7 @@ def run_benchmark(
         The results of the sizes.
     """
     context = {
+        "args": argument_values(args),
         "machine": machine(),
         "versions": versions(),
         "cluster": CLUSTER,
@@ -68,11 +80,11 @@ def run_benchmark(
     } | context
     client = local_client(N_WORKERS, set_as_default=True)
     try:
-        results = [measure_size(client, size) for size in sorted(set(sizes))]
+        results = [measure_size(client, size, args) for size in sorted(set(args.sizes))]
     finally:
         close_client(client)
     context["client_lifetime_peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     markdown = page(results, context)
     print(markdown)
-    write_results(results_dir, name, markdown, {"context": context, "results": results})
+    write_results(args.results_dir, name, markdown, {"context": context, "results": results})
     return results
