@@ -28,13 +28,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import lapack
 
+from fredask.errors import FredaskError
+
 #: Array modules a pass can compute with.
 NAMESPACES = ("numpy", "cupy", "torch")
 #: What ``device=`` may say (or an :class:`ArrayBackend`).
 DEVICES = ("cpu", "gpu", "auto")
 
 
-class BackendError(ValueError):
+class BackendError(FredaskError, ValueError):
     """A device or array namespace that is unknown or not available here."""
 
 

@@ -38,6 +38,8 @@ from pathlib import Path
 import dask
 import yaml
 
+from fredask.errors import FredaskError
+
 KINDS = ("local", "slurm", "pbs", "local-cuda")
 JOBQUEUE_KINDS = ("slurm", "pbs")
 #: fredask's own keys in a profile; the others are cluster keywords.
@@ -50,7 +52,7 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "shipped_profiles"
 PLACEHOLDER_SCHEDULER = "tcp://<insert-scheduler-address-here>:8786"
 
 
-class ProfileError(ValueError):
+class ProfileError(FredaskError, ValueError):
     """A profile that does not exist, is malformed, or needs a missing package or GPU."""
 
 

@@ -7,8 +7,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from fredask.errors import FredaskError
 
-class ExtractionError(RuntimeError):
+
+class ExtractionError(FredaskError, RuntimeError):
     """A model cannot produce features for a structure."""
 
 

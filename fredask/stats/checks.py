@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fredask.backend import to_device, to_host
+from fredask.errors import FredaskError
 
 
-class NonFiniteFeaturesError(ValueError):
+class NonFiniteFeaturesError(FredaskError, ValueError):
     """Features hold NaN or infinite values."""
 
 

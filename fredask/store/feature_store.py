@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from fredask.errors import FredaskError
 from fredask.store.structures import StructureTable, structures_overlapping
 
 FORMAT_VERSION = 1
@@ -53,7 +54,7 @@ _DIMENSIONS = {
 }
 
 
-class StoreError(ValueError):
+class StoreError(FredaskError, ValueError):
     """The path is not a (readable) fredask store, or the request does not fit it."""
 
 

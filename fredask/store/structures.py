@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fredask.errors import FredaskError
 
-class StructureFileError(ValueError):
+
+class StructureFileError(FredaskError, ValueError):
     """A structure file cannot be read or holds no structures."""
 
 
