@@ -14,7 +14,18 @@ Differences from scikit-matter, by design:
 * repeated rows in ``train_idx`` or ``test_idx``, overlapping train and test
   rows, NaN or infinite features and constant features are errors;
 * computation is in float64 whatever the input dtype; the truncation
-  threshold uses the input dtype's epsilon as scikit-matter does.
+  threshold uses the input dtype's epsilon as scikit-matter does: with the
+  default ``estimator`` (``RidgeSettings()``, ``precision="input"``) float32
+  features follow scikit-matter's float32 rule, fold singular values below
+  ``max(n, p) * eps(float32)`` dropped.  Pass
+  ``estimator=RidgeSettings(precision="float64")`` for the float64-exact fit
+  (the default of :func:`fredask.compare.reconstruction_matrix`; on real
+  float32 features the two can differ by orders of magnitude in the LFRE,
+  docs/method.md, section 5.4);
+* features of huge magnitude (squares beyond float64) are rescaled by an
+  exact power of two before squaring, which leaves every error unchanged;
+* ``n_local_points`` must be a whole number >= 2 (scikit-matter raises a
+  ``TypeError`` for 5.5; fredask refuses 5.5, ``True`` and ``"5"`` alike).
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ import numpy as np
 from fredask.backend import ArrayBackend
 from fredask.cluster.clients import resolve_client
 from fredask.measures.global_fit import GlobalFit, fit_global
-from fredask.measures.local_fit import local_errors
+from fredask.measures.local_fit import check_local_points, local_errors
 from fredask.solvers.settings import RidgeSettings
 from fredask.stats.features import as_feature_set
 from fredask.stats.scaler import ScalerSettings
@@ -77,6 +88,9 @@ def pointwise_global_reconstruction_error(
         Train and test rows; scikit-matter's defaults when omitted.
     scaler : StandardFlexibleScaler or ScalerSettings, optional
     estimator : Ridge2FoldCV or RidgeSettings, optional
+        Default ``RidgeSettings()``: scikit-matter's rule, the fold truncation
+        at the input dtype's epsilon (float32 epsilon for float32 features);
+        ``RidgeSettings(precision="float64")`` treats float32 features as exact.
     method : {"qr", "gram"}, keyword-only
         Exact QR statistics or fast Gram statistics.
     client : distributed.Client, "threads" or "sync", keyword-only
@@ -180,6 +194,7 @@ def _local(
     device,
     on_phase,
 ):
+    check_local_points(n_local_points)
     features = as_feature_set({"X": X, "Y": Y})
     split = resolve_split(
         features.n_rows, train_idx=train_idx, test_idx=test_idx, allow_overlap=allow_overlap
@@ -224,10 +239,15 @@ def pointwise_local_reconstruction_error(
     X, Y : array-like of shape (n_samples, p) and (n_samples, q)
         numpy, Dask, Zarr or xarray arrays.
     n_local_points : int, default=10
-        Neighbours per test row (``k``; the paper uses ``min(p, q)``).
+        Neighbours per test row (``k``; the paper uses ``min(p, q)``): a whole
+        number (numpy integers too) from 2 to the number of train rows; 5.5,
+        ``True`` or ``"5"`` are refused (:class:`NeighbourCountError`, also a
+        ``TypeError``).  ``None``: ``min(p, q)``, capped at the train rows
+        with a warning.
     test_idx, train_idx : array-like of int, optional
     scaler, estimator : optional
-        As in :func:`pointwise_global_reconstruction_error`.
+        As in :func:`pointwise_global_reconstruction_error` (the default
+        estimator follows scikit-matter's float32 rule).
     n_jobs : ignored
         Accepted for scikit-matter compatibility; Dask decides the parallelism.
     client : distributed.Client, "threads" or "sync", keyword-only

@@ -63,7 +63,7 @@ def test_matrix_with_given_split_and_gram_method(models):
 def test_saved_files_follow_the_paper_schema(models, tmp_path):
     result = reconstruction_matrix(models, "gfre", client="threads", progress=False)
     paths = result.save(tmp_path)
-    data = json.loads(paths["json"].read_text())
+    data = json.loads(paths["json"].read_text())["paper"]
     assert set(data) == set(models)
     for target, by_source in data.items():
         for source, entry in by_source.items():

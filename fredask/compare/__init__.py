@@ -3,8 +3,17 @@
 from fredask.compare.matrix import (
     GLOBAL_METRICS,
     METRICS,
+    ComparisonError,
     ReconstructionMatrix,
+    check_comparison,
     reconstruction_matrix,
 )
 
-__all__ = ["GLOBAL_METRICS", "METRICS", "ReconstructionMatrix", "reconstruction_matrix"]
+__all__ = [
+    "GLOBAL_METRICS",
+    "METRICS",
+    "ComparisonError",
+    "ReconstructionMatrix",
+    "check_comparison",
+    "reconstruction_matrix",
+]

@@ -1,102 +1,161 @@
-"""All-pairs comparisons: every ordered model pair from one pass over the data."""
+"""All-pairs comparisons: every ordered model pair from one pass over the data.
+
+:func:`check_comparison` validates a whole request (metrics, split, neighbour
+counts) before anything is read, so a caller computing several metrics can
+refuse the request before writing the first; :func:`reconstruction_matrix`
+calls it first and then computes one metric's matrix (a
+:class:`~fredask.compare.result.ReconstructionMatrix`).
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from fredask.backend import ArrayBackend
 from fredask.cluster.clients import resolve_client
-from fredask.compare.heatmap import heatmap
+from fredask.compare.distribution import summary_frame
+from fredask.compare.result import LEVELS, ReconstructionMatrix
+from fredask.errors import FredaskError
 from fredask.measures.global_fit import fit_global
-from fredask.measures.local_fit import local_errors
+from fredask.measures.local_fit import (
+    NeighbourCount,
+    check_local_points,
+    local_errors,
+    neighbour_counts,
+)
 from fredask.solvers.settings import RidgeSettings
-from fredask.stats.features import as_feature_set
+from fredask.stats.features import FeatureSet, Pair, as_feature_set
+from fredask.stats.moments import METHODS
 from fredask.stats.scaler import ScalerSettings
-from fredask.stats.splits import Split, resolve_split
+from fredask.stats.splits import Split, check_split, resolve_split
 
 GLOBAL_METRICS = ("gfre", "gfrd")
 METRICS = (*GLOBAL_METRICS, "lfre")
 
+__all__ = [
+    "GLOBAL_METRICS",
+    "METRICS",
+    "ComparisonError",
+    "ComparisonRequest",
+    "ReconstructionMatrix",
+    "check_comparison",
+    "reconstruction_matrix",
+]
+
+
+class ComparisonError(FredaskError, ValueError):
+    """A comparison request that cannot be computed (metric, method, split, level...)."""
+
 
 @dataclass(frozen=True)
-class ReconstructionMatrix:
-    """Errors between every ordered pair of models.
+class ComparisonRequest:
+    """A validated comparison: what :func:`check_comparison` resolved.
 
     Attributes
     ----------
-    metric : str
-        ``"gfre"``, ``"gfrd"`` or ``"lfre"``.
-    matrix : pandas.DataFrame
-        ``matrix.loc[source, target]``: error of reconstructing ``target`` from
-        ``source``.
-    alphas : pandas.DataFrame
-        The chosen (unscaled) regularisation of each pair, same layout (NaN
-        for the LFRE, which chooses one per test row).
+    features : FeatureSet
+    metrics : tuple of str
     split : Split
-        The train/test rows used for every pair.
-    method : str
-        ``"qr"`` (exact) or ``"gram"`` (fast) statistics.
+    n_local_points : dict of (source, target) to int, or None
+        The LFRE's ``k`` per pair (``None`` without ``"lfre"``).
+    capped : dict of (source, target) to int
+        Pairs whose default ``k = min(p, q)`` (the value) is capped at the train rows.
     """
 
-    metric: str
-    matrix: pd.DataFrame
-    alphas: pd.DataFrame
+    features: FeatureSet
+    metrics: tuple[str, ...]
     split: Split
-    method: str
+    n_local_points: dict[Pair, int] | None
+    capped: dict[Pair, int]
 
-    def to_dict(self) -> dict:
-        """The paper's schema: ``{target: {source: {"A", "B", "A_to_B", "B_to_A"}}}``.
 
-        ``A`` is the source, ``B`` the target; ``A_to_B`` is the error of
-        reconstructing B from A and ``B_to_A`` the reverse.
-        """
-        m = self.matrix
-        return {
-            target: {
-                source: {
-                    "A": source,
-                    "B": target,
-                    "A_to_B": float(m.loc[source, target]),
-                    "B_to_A": float(m.loc[target, source]),
-                }
-                for source in m.index
-            }
-            for target in m.columns
-        }
+def check_comparison(
+    features,
+    metrics: str | Sequence[str],
+    split: Split | None = None,
+    n_local_points: NeighbourCount = None,
+    *,
+    train_idx=None,
+    test_idx=None,
+    method: str = "qr",
+    level: str = "atom",
+    row_structures=None,
+) -> ComparisonRequest:
+    """Validate a comparison request before any data is read.
 
-    def plot(self, ax=None):
-        """Annotated heat map (rows source, columns target, colours 0..1)."""
-        return heatmap(self.matrix, self.metric, ax=ax)
+    Parameters
+    ----------
+    features : mapping of str to array-like, or FeatureSet
+        Per-model ``(n_rows, n_features)`` arrays (anything
+        :func:`fredask.stats.features.as_feature_set` takes).
+    metrics : str or sequence of {"gfre", "gfrd", "lfre"}
+        Every metric the caller will compute with these features and split.
+    split : Split, optional
+        Default: ``train_idx`` / ``test_idx``, else scikit-matter's 50/50 split.
+    n_local_points : int, callable (p, q) -> int, or None
+        The LFRE's neighbours (see :func:`reconstruction_matrix`).
+    train_idx, test_idx : array-like of int, optional, keyword-only
+        Instead of ``split``.
+    method : {"qr", "gram"}, keyword-only
+    level : {"atom", "structure", "order"}, keyword-only
+    row_structures : array-like of int, shape (n_rows,), optional, keyword-only
 
-    def save(self, directory: str | Path, stem: str | None = None) -> dict[str, Path]:
-        """Write JSON (paper schema), CSV, heat-map PNG and the split (NPZ).
+    Returns
+    -------
+    ComparisonRequest
 
-        Returns
-        -------
-        dict of str to pathlib.Path
-            The written files by kind.
-        """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        stem = stem or self.metric
-        paths = {
-            "json": directory / f"{stem}.json",
-            "csv": directory / f"{stem}.csv",
-            "png": directory / f"{stem}.png",
-            "split": directory / f"{stem}_split.npz",
-        }
-        paths["json"].write_text(json.dumps(self.to_dict(), indent=2))
-        self.matrix.to_csv(paths["csv"], index_label="source")
-        self.plot().savefig(paths["png"], dpi=150)
-        np.savez(paths["split"], train_idx=self.split.train_idx, test_idx=self.split.test_idx)
-        return paths
+    Raises
+    ------
+    FredaskError
+        One line naming the metric, argument, row or pair: an unknown metric,
+        method or level; ``split`` together with ``train_idx``/``test_idx``;
+        split rows outside the data, repeated or (for a global metric)
+        overlapping; an ``n_local_points`` that is not a whole number >= 2 or
+        (given explicitly) exceeds the train rows; a ``row_structures`` of the
+        wrong shape.
+    """
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    if not metrics:
+        raise ComparisonError(f"no metric given; use some of {', '.join(METRICS)}")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ComparisonError(f"unknown metric {unknown[0]!r}; use one of {', '.join(METRICS)}")
+    if method not in METHODS:
+        raise ComparisonError(f"method must be one of {METHODS}, got {method!r}")
+    if level not in LEVELS:
+        raise ComparisonError(f"level must be one of {LEVELS}, got {level!r}")
+    feature_set = features if isinstance(features, FeatureSet) else as_feature_set(features)
+    n_rows = feature_set.n_rows
+    if split is None:
+        split = resolve_split(n_rows, train_idx=train_idx, test_idx=test_idx)
+    elif train_idx is not None or test_idx is not None:
+        raise ComparisonError("give either split or train_idx/test_idx, not both")
+    else:
+        check_split(split, n_rows, allow_overlap=set(metrics) <= {"lfre"})
+    _check_row_structures(row_structures, n_rows)
+    pairs = list(product(feature_set.names, feature_set.names))
+    ks, capped = None, {}
+    if "lfre" in metrics:
+        ks, capped = neighbour_counts(feature_set, pairs, n_local_points, split.train_idx.size)
+    else:
+        check_local_points(n_local_points)
+    return ComparisonRequest(feature_set, metrics, split, ks, capped)
+
+
+def _check_row_structures(row_structures, n_rows: int) -> None:
+    if row_structures is None:
+        return
+    values = np.asarray(row_structures)
+    if values.shape != (n_rows,) or not np.issubdtype(values.dtype, np.integer):
+        raise ComparisonError(
+            f"row_structures must be an integer array of shape ({n_rows},) (one structure "
+            f"per row), got {values.dtype} of shape {values.shape}"
+        )
 
 
 def reconstruction_matrix(
@@ -113,6 +172,8 @@ def reconstruction_matrix(
     client=None,
     progress: bool = True,
     device: str | ArrayBackend = "cpu",
+    level: str = "atom",
+    row_structures=None,
 ) -> ReconstructionMatrix:
     """Reconstruction errors between all ordered pairs of models, in one pass.
 
@@ -127,52 +188,101 @@ def reconstruction_matrix(
     split : Split, optional
         Train/test rows (e.g. from :func:`fredask.stratified_split`); else
         ``train_idx``/``test_idx`` or scikit-matter's default split.
-    scaler, estimator : optional
+    scaler : optional
         As in :mod:`fredask.metrics`.
+    estimator : Ridge2FoldCV or RidgeSettings, optional
+        Default ``RidgeSettings(precision="float64")``: float32 features are
+        fitted as the exact numbers they are (the :mod:`fredask.metrics`
+        drop-ins keep scikit-matter's float32 rule, ``precision="input"``).
     method : {"qr", "gram"}
         Exact or fast statistics (global metrics).
     n_local_points : int, callable (p, q) -> int, or None
         Neighbours of the LFRE; ``None``: ``min(p, q)`` per pair, as in the
-        paper.  The neighbour search is shared by all pairs with one source.
+        paper, capped at the number of train rows (one warning names the
+        capped pairs).  A given count above the train rows is refused before
+        any work.  The neighbour search is shared by all pairs with one source.
     client : distributed.Client, "threads" or "sync", optional
         Default: the active client, else the embedded LocalCluster.
     progress : bool
         Show a progress bar for the pass.
     device : {"cpu", "gpu", "auto"} or ArrayBackend
         Array module of the chunk kernels (:func:`fredask.backend.resolve_backend`).
+    level : {"atom", "structure", "order"}
+        What the rows are (for the titles and the saved JSON).
+    row_structures : array-like of int, shape (n_rows,), optional
+        The structure of every row, to name the worst rows' structures.
 
     Returns
     -------
     ReconstructionMatrix
+        With the distribution of every pair's pointwise errors (``errors``):
+        the LFRE's per-test-row errors; the GFRE's test-row errors, from the
+        test rows gathered in the same pass (or one more pass over the chunks
+        holding them when they exceed 256 MiB); for the GFRD, the test-row
+        distortions (the numbers the GFRD is the root mean square of).
+
+    Raises
+    ------
+    FredaskError
+        See :func:`check_comparison`, called first.
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    feature_set = as_feature_set(features)
-    if split is None:
-        split = resolve_split(feature_set.n_rows, train_idx=train_idx, test_idx=test_idx)
-    elif train_idx is not None or test_idx is not None:
-        raise ValueError("give either split or train_idx/test_idx, not both")
+    request = check_comparison(
+        features,
+        [metric],
+        split,
+        n_local_points,
+        train_idx=train_idx,
+        test_idx=test_idx,
+        method=method,
+        level=level,
+        row_structures=row_structures,
+    )
+    feature_set, split = request.features, request.split
     names = feature_set.names
     pairs = list(product(names, names))
+    if estimator is None:
+        ridge = RidgeSettings(precision="float64")
+    else:
+        ridge = RidgeSettings.from_estimator(estimator)
+    scheduler = resolve_client(client)
     settings = {
-        "ridge": RidgeSettings.from_estimator(estimator),
+        "ridge": ridge,
         "scaler": ScalerSettings.from_scaler(scaler),
-        "scheduler": resolve_client(client),
+        "scheduler": scheduler,
         "progress": progress,
         "device": device,
     }
     if metric == "lfre":
-        errors = local_errors(feature_set, split, pairs, n_local_points, **settings)
-        values = {pair: float(np.sqrt(np.mean(e**2))) for pair, e in errors.items()}
+        pointwise = local_errors(feature_set, split, pairs, n_local_points, **settings)
+        values = {pair: float(np.sqrt(np.mean(e**2))) for pair, e in pointwise.items()}
         chosen = dict.fromkeys(pairs, float("nan"))  # one alpha per test row
     else:
         fit = fit_global(
-            feature_set, split, pairs, method=method, distortion=metric == "gfrd", **settings
+            feature_set,
+            split,
+            pairs,
+            method=method,
+            distortion=metric == "gfrd",
+            gather_test=True,
+            **settings,
         )
         values = {pair: getattr(result, metric) for pair, result in fit.pairs.items()}
         chosen = {pair: result.ridge.alpha for pair, result in fit.pairs.items()}
+        kind = "distortion" if metric == "gfrd" else "error"
+        table = fit.pointwise(kind, pairs, scheduler=scheduler, progress=progress)
+        pointwise = {pair: table[:, i] for i, pair in enumerate(pairs)}
     index = pd.Index(names, name="source")
     columns = pd.Index(names, name="target")
     matrix = pd.DataFrame([[values[(s, t)] for t in names] for s in names], index, columns)
     alphas = pd.DataFrame([[chosen[(s, t)] for t in names] for s in names], index, columns)
-    return ReconstructionMatrix(metric, matrix, alphas, split, method)
+    structures = None if row_structures is None else np.asarray(row_structures)
+    return ReconstructionMatrix(
+        metric,
+        matrix,
+        alphas,
+        split,
+        method,
+        level=level,
+        precision=ridge.precision,
+        errors=summary_frame(pointwise, values, split.test_idx, structures),
+    )

@@ -5,7 +5,8 @@ fits the scaler of every model on the train rows, and for every requested
 ordered pair (source, target) fits the 2-fold ridge and evaluates the GFRE
 (and GFRD) on the test rows, all from the subsets' factors.  Pointwise errors
 need the test rows themselves: :meth:`GlobalFit.pointwise` makes a second pass
-over the chunks that hold test rows only.
+over the chunks that hold test rows only, unless the pass also gathered the
+test rows (``gather_test=True``, where they fit in :data:`GATHER_TEST_BYTES`).
 """
 
 from __future__ import annotations
@@ -15,22 +16,33 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fredask.backend import NUMPY, ArrayBackend, resolve_backend
-from fredask.cluster.clients import Scheduler
+from fredask.backend import NUMPY, ArrayBackend, resolve_backend, to_host
+from fredask.cluster.clients import Scheduler, compute
+from fredask.errors import FredaskError
+from fredask.measures.caveats import UnderdeterminedFitWarning, warn
 from fredask.solvers.procrustes import procrustes_difference
 from fredask.solvers.ridge import RidgeFit, SubsetFactor, ridge_2fold
 from fredask.solvers.settings import RidgeSettings
 from fredask.stats.features import FeatureSet, Pair
 from fredask.stats.moments import (
     METHODS,
+    align_moments,
+    exponents_of,
     factor_about,
     merge_moments,
     moments_to_host,
     rms_of_map,
 )
-from fredask.stats.passes import pointwise_norms, subset_statistics
+from fredask.stats.passes import gather_rows_graph, pointwise_norms, statistics_graph
 from fredask.stats.scaler import ScalerSettings, fit_scaler
 from fredask.stats.splits import FOLD1, FOLD2, TEST, Split, row_labels
+
+#: Largest test-row block (float64 bytes) that ``gather_test=True`` keeps in memory.
+GATHER_TEST_BYTES = 256 * 2**20
+
+
+class SolverError(FredaskError):
+    """A dense solve (eigendecomposition, SVD) of a pair's statistics failed."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,7 @@ class GlobalFit:
     pairs: dict[Pair, PairFit] = field(default_factory=dict)
     method: str = "qr"
     backend: ArrayBackend = NUMPY
+    test_values: dict[str, np.ndarray] | None = None
 
     def pointwise(
         self,
@@ -88,6 +101,8 @@ class GlobalFit:
         maps = [getattr(self.pairs[p], attribute) for p in pairs]
         if any(m is None for m in maps):
             raise ValueError("the distortion was not fitted; call fit_global(distortion=True)")
+        if self.test_values is not None:
+            return self._gathered_norms(maps)
         norms = pointwise_norms(
             self.features,
             self.labels,
@@ -101,10 +116,68 @@ class GlobalFit:
         sorted_test = np.sort(self.split.test_idx)
         return norms[np.searchsorted(sorted_test, self.split.test_idx)]
 
+    def _gathered_norms(self, maps) -> np.ndarray:
+        """:meth:`pointwise` from the gathered test rows: each map's nonzero rows only."""
+        z = np.concatenate(
+            [np.asarray(self.test_values[name], dtype=np.float64) for name in self.features.names],
+            axis=1,
+        )
+        z = (z - self.centre) / self.scale
+        norms = []
+        for linear_map in maps:
+            used = np.flatnonzero(np.any(linear_map != 0, axis=1))
+            norms.append(np.linalg.norm(z[:, used] @ linear_map[used], axis=1))
+        order = np.searchsorted(np.sort(self.split.test_idx), self.split.test_idx)
+        return np.stack(norms, axis=1)[order]
+
 
 def _rcond(features: FeatureSet, source: str, n_train: int, ridge: RidgeSettings) -> float:
     index = features.names.index(source)
     return max(n_train, features.widths[index]) * ridge.eps(features.dtypes[index])
+
+
+def _pairs_text(pairs: list[Pair]) -> str:
+    first = f"{pairs[0][0]!r} -> {pairs[0][1]!r}"
+    return first if len(pairs) == 1 else f"{first} and {len(pairs) - 1} other pairs"
+
+
+def _solver_failed(error: Exception, method: str, pairs: list[Pair]) -> SolverError:
+    what = "the eigensolver" if method == "gram" else "the SVD"
+    advice = "; use method='qr', the exact path" if method == "gram" else ""
+    return SolverError(
+        f"method={method!r}: {what} failed on the statistics of {_pairs_text(pairs)} "
+        f"({error}){advice}"
+    )
+
+
+def _warn_underdetermined(features: FeatureSet, pairs: list[Pair], n_train: int) -> None:
+    wide = {
+        source: features.widths[features.names.index(source)]
+        for source, _ in pairs
+        if features.widths[features.names.index(source)] > n_train
+    }
+    if wide:
+        models = ", ".join(f"{name!r} has {width}" for name, width in wide.items())
+        warn(
+            f"fewer train rows ({n_train}) than source features ({models}): these fits are "
+            "underdetermined (a model from itself is then not ~0); use more train rows",
+            UnderdeterminedFitWarning,
+        )
+
+
+def _statistics(features, labels, method, scheduler, backend, progress, test_rows):
+    """One pass: the subsets' moments (on the host) and, optionally, the test rows."""
+    graphs = [statistics_graph(features, labels, method, backend.xp)]
+    if test_rows is not None:
+        graphs.append(gather_rows_graph(features, test_rows, backend.xp))
+    results = compute(graphs, scheduler, progress)
+    moments = [moments_to_host(m) for m in results[0]]
+    if any(m is None for m in moments):
+        raise ValueError("a fold or the test set has no rows")
+    gathered = None
+    if test_rows is not None:
+        gathered = {name: to_host(values) for name, values in results[1].items()}
+    return align_moments(moments, method, np), gathered
 
 
 def fit_global(
@@ -118,6 +191,7 @@ def fit_global(
     scheduler: Scheduler = "threads",
     progress: bool = False,
     device: str | ArrayBackend = "cpu",
+    gather_test: bool = False,
 ) -> GlobalFit:
     """Fit every ordered pair from one pass over the data.
 
@@ -141,10 +215,25 @@ def fit_global(
     device : {"cpu", "gpu", "auto"} or ArrayBackend
         Array module of the chunk kernels (:func:`fredask.backend.resolve_backend`);
         the small solves run on the host in float64.
+    gather_test : bool
+        Also gather the test rows in the same pass (when they fit in
+        :data:`GATHER_TEST_BYTES`), so :meth:`GlobalFit.pointwise` needs no
+        second pass.
 
     Returns
     -------
     GlobalFit
+
+    Raises
+    ------
+    SolverError
+        The eigensolver (``method="gram"``) or an SVD did not converge,
+        naming the pair.
+
+    Warns
+    -----
+    UnderdeterminedFitWarning
+        Once, when some source model has more features than there are train rows.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -155,29 +244,41 @@ def fit_global(
         features.columns(source), features.columns(target)
     labels = row_labels(features.n_rows, split, ridge.random_state, ridge.shuffle)
     backend = resolve_backend(device, features.arrays)
-    moments = subset_statistics(
-        features, labels, method, scheduler, xp=backend.xp, progress=progress
+    test_rows = np.sort(split.test_idx)
+    if not gather_test or test_rows.size * features.n_columns * 8 > GATHER_TEST_BYTES:
+        test_rows = None
+    moments, gathered = _statistics(
+        features, labels, method, scheduler, backend, progress, test_rows
     )
-    moments = [moments_to_host(m) for m in moments]
-    if any(m is None for m in moments):
-        raise ValueError("a fold or the test set has no rows")
     train = merge_moments(moments[FOLD1 : FOLD2 + 1], method, np)
+    _warn_underdetermined(features, pairs, train.count)
     centre, scale = fit_scaler(train, features, scaler, method)
-    factors = {
-        subset: factor_about(m, centre, method, np) / scale
-        for subset, m in zip((FOLD1, FOLD2, TEST), moments, strict=True)
-    }
-    factors["train"] = factor_about(train, centre, method, np) / scale
+    power = exponents_of(train)  # the moments' units: the data times 2**-power
+    centre_units, scale_units = np.ldexp(centre, -power), np.ldexp(scale, -power)
+    try:
+        factors = {
+            subset: factor_about(m, centre_units, method, np) / scale_units
+            for subset, m in zip((FOLD1, FOLD2, TEST), moments, strict=True)
+        }
+        factors["train"] = factor_about(train, centre_units, method, np) / scale_units
+    except np.linalg.LinAlgError as error:
+        raise _solver_failed(error, method, pairs) from None
     counts = {FOLD1: moments[FOLD1].count, FOLD2: moments[FOLD2].count, TEST: moments[TEST].count}
     counts["train"] = train.count
 
-    result = GlobalFit(features, split, labels, centre, scale, method=method, backend=backend)
+    result = GlobalFit(
+        features, split, labels, centre, scale, method=method, backend=backend, test_values=gathered
+    )
     n_cols = features.n_columns
-    svds = {
-        (subset, source): np.linalg.svd(factors[subset][:, features.columns(source)], False)
-        for subset in (FOLD1, FOLD2, "train")
-        for source in {source for source, _ in pairs}
-    }
+    svds = {}
+    for source in dict.fromkeys(source for source, _ in pairs):
+        for subset in (FOLD1, FOLD2, "train"):
+            try:
+                svds[(subset, source)] = np.linalg.svd(
+                    factors[subset][:, features.columns(source)], False
+                )
+            except np.linalg.LinAlgError as error:
+                raise _solver_failed(error, method, [p for p in pairs if p[0] == source]) from None
     for source, target in pairs:
         a, b = features.columns(source), features.columns(target)
         sub = {

@@ -22,6 +22,8 @@ import numpy as np
 
 from fredask.backend import ArrayBackend, resolve_backend
 from fredask.cluster.clients import Scheduler, compute
+from fredask.errors import FredaskError
+from fredask.measures.caveats import NeighbourCapWarning, warn
 from fredask.measures.neighbours import nearest_train_rows
 from fredask.solvers.ridge import ridge_2fold_batched
 from fredask.solvers.settings import RidgeSettings
@@ -40,13 +42,97 @@ PHASES = ("statistics and test rows", "neighbour search", "neighbour gather and 
 PhaseHook = Callable[[str, float, dict], None]
 
 
+class NeighbourCountError(FredaskError, ValueError):
+    """An ``n_local_points`` that cannot be used (too small, or beyond the train rows)."""
+
+
+class NeighbourCountTypeError(NeighbourCountError, TypeError):
+    """An ``n_local_points`` that is not a whole number (5.5, True, "5")."""
+
+
+def check_local_points(n_local_points) -> None:
+    """Refuse an ``n_local_points`` that is not a whole number >= 2 (None or a callable pass).
+
+    numpy integer types are whole numbers; ``bool``, floats (even ``5.0``) and
+    strings are not.
+
+    Raises
+    ------
+    NeighbourCountError
+        Also a :class:`TypeError` for a non-integer value, as scikit-matter raises.
+    """
+    if n_local_points is None or callable(n_local_points):
+        return
+    _whole_count(n_local_points, "n_local_points")
+
+
+def _whole_count(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise NeighbourCountTypeError(
+            f"{what} must be a whole number of neighbours, got {value!r} ({type(value).__name__})"
+        )
+    if value < 2:
+        raise NeighbourCountError(
+            f"{what} must be at least 2 (each local fit cuts two folds), got {int(value)}"
+        )
+    return int(value)
+
+
 def neighbour_count(n_local_points: NeighbourCount, p: int, q: int) -> int:
     """``k`` for a pair: a fixed number, a function of (p, q), or ``min(p, q)``."""
     if n_local_points is None:
         return min(p, q)
     if callable(n_local_points):
-        return int(n_local_points(p, q))
-    return int(n_local_points)
+        return _whole_count(n_local_points(p, q), f"n_local_points({p}, {q})")
+    return _whole_count(n_local_points, "n_local_points")
+
+
+def neighbour_counts(
+    features: FeatureSet, pairs: Iterable[Pair], n_local_points: NeighbourCount, n_train: int
+) -> tuple[dict[Pair, int], dict[Pair, int]]:
+    """``k`` of every pair, checked against the train rows (the neighbour pool).
+
+    The default ``min(p, q)`` is capped at ``n_train``; a given number (or the
+    value of a given function) above ``n_train`` is refused.
+
+    Returns
+    -------
+    ks : dict of (source, target) to int
+        The neighbours each pair uses.
+    capped : dict of (source, target) to int
+        The pairs whose default ``min(p, q)`` (the value) was capped at ``n_train``.
+
+    Raises
+    ------
+    NeighbourCountError
+        Naming the pair, before any data is read.
+    """
+    check_local_points(n_local_points)
+    ks, capped = {}, {}
+    for source, target in pairs:
+        p = features.widths[features.names.index(source)]
+        q = features.widths[features.names.index(target)]
+        k = neighbour_count(n_local_points, p, q)
+        if k > n_train:
+            if n_local_points is not None:
+                raise NeighbourCountError(
+                    f"n_local_points={k} exceeds the {n_train} train rows "
+                    f"(pair {source!r} -> {target!r}); pass at most {n_train}, or leave "
+                    "it out (the default min(p, q) is capped at the train rows)"
+                )
+            capped[(source, target)], k = k, n_train
+        ks[(source, target)] = k
+    return ks, capped
+
+
+def _warn_capped(capped: dict[Pair, int], n_train: int) -> None:
+    shown = ", ".join(f"{s!r} -> {t!r} ({k})" for (s, t), k in list(capped.items())[:4])
+    more = f" and {len(capped) - 4} more" if len(capped) > 4 else ""
+    warn(
+        f"LFRE: the default n_local_points = min(p, q) exceeds the {n_train} train rows for "
+        f"{len(capped)} pair(s) ({shown}{more}); using k = {n_train} (every train row) for them",
+        NeighbourCapWarning,
+    )
 
 
 def local_errors(
@@ -70,7 +156,10 @@ def local_errors(
         Train rows (the neighbour pool) and test rows.
     pairs : iterable of (source, target)
     n_local_points : int, callable (p, q) -> int, or None
-        Neighbours per test row; ``None`` means ``min(p, q)`` as in the paper.
+        Neighbours per test row; ``None`` means ``min(p, q)`` as in the paper,
+        capped at the number of train rows (with one :class:`NeighbourCapWarning`
+        naming the capped pairs).  A given count above the train rows, or one
+        that is not a whole number >= 2, is refused (:func:`neighbour_counts`).
     ridge, scaler : settings, optional
     scheduler : distributed.Client or "threads" / "sync"
     progress : bool
@@ -93,16 +182,9 @@ def local_errors(
     xp = resolve_backend(device, features.arrays).xp
     pairs = list(pairs)
     n_train = split.train_idx.size
-    ks = {}
-    for source, target in pairs:
-        p = features.widths[features.names.index(source)]
-        q = features.widths[features.names.index(target)]
-        k = neighbour_count(n_local_points, p, q)
-        if k < 2:
-            raise ValueError(f"n_local_points must be at least 2 (two folds), got {k}")
-        if k > n_train:
-            raise ValueError(f"n_local_points={k} exceeds the {n_train} train rows")
-        ks[(source, target)] = k
+    ks, capped = neighbour_counts(features, pairs, n_local_points, n_train)
+    if capped:
+        _warn_capped(capped, n_train)
 
     labels = row_labels(features.n_rows, split, ridge.random_state, ridge.shuffle)
     test_rows = np.sort(split.test_idx)

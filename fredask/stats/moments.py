@@ -17,6 +17,14 @@ Partial moments merge with the parallel (Chan et al.) update: the scatter of a
 union is the sum of the parts' scatters plus ``sum_i n_i (m_i - m)(m_i - m)^T``,
 which for factors is one QR of the stacked factors and shift rows.  Every
 function takes the array module ``xp`` (see :mod:`fredask.backend`).
+
+Huge or tiny magnitudes: a column whose largest magnitude in a subset lies
+outside ``[2**-RANGE_BITS, 2**RANGE_BITS]`` (features near 1e153, whose squares
+overflow float64) is multiplied by an exact power of two before any square is
+formed, and its moments keep that power (:attr:`Moments.exponent`).  Moments
+of different powers are brought to the larger one before they merge
+(:func:`align_moments`), again by exact powers of two.  Columns in the range
+are left alone, so ordinary data give the same bits as without the rescaling.
 """
 
 from __future__ import annotations
@@ -26,11 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from fredask.backend import r_factor, to_host
+from fredask.backend import r_factor, to_device, to_host
 from fredask.stats.splits import N_SUBSETS
 
 #: Scatter forms a global fit can use (``"diagonal"`` serves only the scalers).
 METHODS = ("qr", "gram")
+#: Columns whose peak magnitude lies beyond ``2**±RANGE_BITS`` are rescaled.
+RANGE_BITS = 256
 
 
 @dataclass
@@ -47,15 +57,46 @@ class Moments:
         ``"qr"``: an R factor ``(k, P)`` with ``R^T R`` the centred scatter;
         ``"gram"``: the centred scatter ``(P, P)`` itself;
         ``"diagonal"``: its diagonal ``(P,)``.
+    exponent : numpy.ndarray of int64, shape (P,), or None
+        ``mean`` and ``scatter`` describe the data times ``2**-exponent``
+        (column by column); ``None`` means no column was rescaled.
     """
 
     count: int
     mean: Any
     scatter: Any
+    exponent: np.ndarray | None = None
+
+
+def column_exponents(z, xp) -> np.ndarray | None:
+    """Per column, the power of two that brings its peak magnitude into [0.5, 1).
+
+    Only for columns whose peak lies outside ``[2**-RANGE_BITS, 2**RANGE_BITS]``
+    (0 for the others, and for all-zero columns); ``None`` when no column needs it.
+    """
+    peak = to_host(xp.max(xp.abs(z), axis=0))
+    outside = (peak > 2.0**RANGE_BITS) | ((peak < 2.0**-RANGE_BITS) & (peak > 0))
+    if not outside.any():
+        return None
+    return np.where(outside, np.frexp(peak)[1], 0).astype(np.int64)
+
+
+def exponents_of(moments: Moments) -> np.ndarray:
+    """The per-column power of two of ``moments`` (zeros where none was applied)."""
+    if moments.exponent is None:
+        return np.zeros(np.shape(to_host(moments.mean))[0], dtype=np.int64)
+    return moments.exponent
 
 
 def subset_moments(z, method: str, xp) -> Moments:
-    """Moments of the rows of ``z`` (float64, shape (n, P), n >= 1; overwritten)."""
+    """Moments of the rows of ``z`` (float64, shape (n, P), n >= 1; overwritten).
+
+    Columns of huge or tiny magnitude are first multiplied by an exact power of
+    two (:func:`column_exponents`), kept in :attr:`Moments.exponent`.
+    """
+    exponent = column_exponents(z, xp)
+    if exponent is not None:
+        z *= to_device(np.ldexp(1.0, -exponent), xp)
     mean = xp.mean(z, axis=0)
     z -= mean
     if method == "qr":
@@ -64,7 +105,40 @@ def subset_moments(z, method: str, xp) -> Moments:
         scatter = z.T @ z
     else:
         scatter = xp.sum(z * z, axis=0)
-    return Moments(int(z.shape[0]), mean, scatter)
+    return Moments(int(z.shape[0]), mean, scatter, exponent)
+
+
+def _rescaled(moments: Moments, exponent: np.ndarray, method: str, xp) -> Moments:
+    """The same moments with the (larger or equal) powers ``exponent``."""
+    step = np.ldexp(1.0, exponents_of(moments) - exponent)
+    factor = to_device(step, xp)
+    if method == "qr":
+        scatter = moments.scatter * factor[None, :]
+    elif method == "gram":
+        scatter = moments.scatter * to_device(np.outer(step, step), xp)
+    else:
+        scatter = moments.scatter * to_device(step * step, xp)
+    return Moments(moments.count, moments.mean * factor, scatter, exponent)
+
+
+def align_moments(parts, method: str, xp) -> list:
+    """Moments brought to common per-column powers of two (the largest), exactly.
+
+    ``None`` entries stay ``None``; moments without rescaled columns are
+    returned as they are when no part has any.
+    """
+    present = [p for p in parts if p is not None]
+    if all(p.exponent is None for p in present):
+        return list(parts)
+    exponent = np.max([exponents_of(p) for p in present], axis=0)
+    return [
+        None
+        if p is None
+        else p
+        if np.array_equal(exponents_of(p), exponent)
+        else _rescaled(p, exponent, method, xp)
+        for p in parts
+    ]
 
 
 def merge_moments(parts, method: str, xp) -> Moments | None:
@@ -72,6 +146,7 @@ def merge_moments(parts, method: str, xp) -> Moments | None:
     parts = [p for p in parts if p is not None and p.count]
     if len(parts) <= 1:
         return parts[0] if parts else None
+    parts = align_moments(parts, method, xp)
     count = sum(p.count for p in parts)
     mean = sum(p.mean * p.count for p in parts) / count
     shifts = xp.stack([(p.count**0.5) * (p.mean - mean) for p in parts])
@@ -81,7 +156,7 @@ def merge_moments(parts, method: str, xp) -> Moments | None:
         scatter = sum(p.scatter for p in parts) + shifts.T @ shifts
     else:
         scatter = sum(p.scatter for p in parts) + xp.sum(shifts * shifts, axis=0)
-    return Moments(count, mean, scatter)
+    return Moments(count, mean, scatter, parts[0].exponent)
 
 
 def merge_subsets(groups, method: str, xp) -> tuple[Moments | None, ...]:
@@ -92,6 +167,8 @@ def merge_subsets(groups, method: str, xp) -> tuple[Moments | None, ...]:
 def factor_about(moments: Moments, centre, method: str, xp):
     """A factor ``F`` with ``F^T F = sum_i (z_i - centre)(z_i - centre)^T``.
 
+    ``centre`` is in the units of ``moments`` (the data times
+    ``2**-moments.exponent``), and so is the factor.
     For ``"qr"`` the factor is the R factor with one shift row stacked under it
     (no squaring).  For ``"gram"`` it comes from an eigendecomposition of the
     re-centred scatter, with eigenvalues below ``P * eps * max`` set to zero
@@ -120,7 +197,7 @@ def moments_to_host(moments: Moments | None) -> Moments | None:
     """The same moments as numpy arrays (from those of any array module)."""
     if moments is None:
         return None
-    return Moments(moments.count, to_host(moments.mean), to_host(moments.scatter))
+    return Moments(moments.count, to_host(moments.mean), to_host(moments.scatter), moments.exponent)
 
 
 def rms_of_map(factor: np.ndarray, linear_map: np.ndarray, count: int) -> float:

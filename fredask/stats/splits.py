@@ -13,11 +13,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fredask.errors import FredaskError
+
 #: Row labels, as stored in the ``int8`` label array.
 FOLD1, FOLD2, TEST, UNUSED = 0, 1, 2, 3
 #: The labels that carry statistics (UNUSED rows are skipped).
 N_SUBSETS = 3
 SKMATTER_SEED = 0x5F3759DF
+
+
+class SplitError(FredaskError, ValueError):
+    """A train/test split that cannot be used (bad sizes, repeats, overlap)."""
+
+
+class SplitIndexError(SplitError, IndexError):
+    """Split rows outside the data."""
+
+
+class SplitTypeError(SplitError, TypeError):
+    """Split rows that are not integer indices."""
 
 
 @dataclass(frozen=True)
@@ -52,25 +66,25 @@ def _as_index_array(name: str, idx, n_rows: int) -> np.ndarray:
     arr = np.asarray(idx)
     if arr.dtype == bool:
         if arr.shape != (n_rows,):
-            raise ValueError(f"{name} is a boolean mask of shape {arr.shape}, expected ({n_rows},)")
+            raise SplitError(f"{name} is a boolean mask of shape {arr.shape}, expected ({n_rows},)")
         arr = np.flatnonzero(arr)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+        raise SplitError(f"{name} must be one-dimensional, got shape {arr.shape}")
     if arr.size == 0:
-        raise ValueError(f"{name} is empty")
+        raise SplitError(f"{name} is empty")
     if not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"{name} must hold integer row indices, got dtype {arr.dtype}")
+        raise SplitTypeError(f"{name} must hold integer row indices, got dtype {arr.dtype}")
     arr = arr.astype(np.int64)
     bad = np.flatnonzero((arr < -n_rows) | (arr >= n_rows))
     if bad.size:
-        raise IndexError(
+        raise SplitIndexError(
             f"{name} holds {bad.size} indices outside [0, {n_rows}), "
             f"first at position {bad[0]}: {arr[bad[0]]}"
         )
     arr = np.where(arr < 0, arr + n_rows, arr)
     uniq, counts = np.unique(arr, return_counts=True)
     if uniq.size != arr.size:
-        raise ValueError(
+        raise SplitError(
             f"{name} repeats rows (first repeated row: {uniq[counts > 1][0]}); "
             "each row may be used once"
         )
@@ -98,7 +112,7 @@ def resolve_split(n_rows: int, train_idx=None, test_idx=None, allow_overlap: boo
     Split
     """
     if n_rows < 2:
-        raise ValueError(f"need at least 2 rows, got {n_rows}")
+        raise SplitError(f"need at least 2 rows, got {n_rows}")
     if train_idx is None and test_idx is None:
         perm = np.random.RandomState(SKMATTER_SEED).permutation(n_rows)
         n_test = -(-n_rows // 2)
@@ -115,15 +129,46 @@ def resolve_split(n_rows: int, train_idx=None, test_idx=None, allow_overlap: boo
         test = np.setdiff1d(np.arange(n_rows), train)
     overlap = np.intersect1d(train, test)
     if overlap.size and not allow_overlap:
-        raise ValueError(
+        raise SplitError(
             f"train_idx and test_idx overlap in {overlap.size} rows (first: {overlap[0]}); "
             "test rows must not be train rows"
         )
     if train.size < 2:
-        raise ValueError(f"need at least 2 train rows for two folds, got {train.size}")
+        raise SplitError(f"need at least 2 train rows for two folds, got {train.size}")
     if test.size == 0:
-        raise ValueError("no test rows are left")
+        raise SplitError("no test rows are left")
     return Split(train_idx=train, test_idx=test)
+
+
+def check_split(split: Split, n_rows: int, allow_overlap: bool = False) -> Split:
+    """Check a given split against the data: rows in range, no repeats, no overlap.
+
+    Parameters
+    ----------
+    split : Split
+    n_rows : int
+        Number of rows of the data.
+    allow_overlap : bool
+        Let test rows also be train rows (the local measures only).
+
+    Returns
+    -------
+    Split
+        ``split`` itself when it passes.
+
+    Raises
+    ------
+    SplitError
+        Naming the list (``train_idx`` / ``test_idx``) and the first bad row.
+    """
+    if not isinstance(split, Split):
+        raise SplitTypeError(f"split must be a fredask.Split, got {type(split).__name__}")
+    checked = resolve_split(
+        n_rows, train_idx=split.train_idx, test_idx=split.test_idx, allow_overlap=allow_overlap
+    )
+    if np.any(checked.train_idx != split.train_idx) or np.any(checked.test_idx != split.test_idx):
+        raise SplitIndexError("split rows must be given as non-negative row indices")
+    return split
 
 
 def stratified_split(groups, n_test: int = 1000, seed: int = 0) -> Split:
@@ -151,11 +196,14 @@ def stratified_split(groups, n_test: int = 1000, seed: int = 0) -> Split:
     groups = np.asarray(groups)
     n_rows = groups.shape[0]
     if not 0 < n_test < n_rows:
-        raise ValueError(f"n_test must lie in (0, {n_rows}), got {n_test}")
+        raise SplitError(f"n_test must lie in (0, {n_rows}), got {n_test}")
     _, codes = np.unique(groups, return_inverse=True)
-    train, test = train_test_split(
-        np.arange(n_rows), test_size=n_test, random_state=seed, stratify=codes
-    )
+    try:
+        train, test = train_test_split(
+            np.arange(n_rows), test_size=n_test, random_state=seed, stratify=codes
+        )
+    except ValueError as error:  # too few rows of a subset, or a test set smaller than the classes
+        raise SplitError(f"the paper's split of {n_test} test rows: {error}") from None
     return Split(train_idx=train.astype(np.int64), test_idx=test.astype(np.int64))
 
 
@@ -176,12 +224,12 @@ def split_usable(
     """
     if kind == "paper":
         if groups is None:
-            raise ValueError("the paper's split needs subset labels (it stratifies by subset)")
+            raise SplitError("the paper's split needs subset labels (it stratifies by subset)")
         local = stratified_split(np.asarray(groups)[usable], n_test=n_test, seed=seed)
     elif kind == "default":
         local = resolve_split(usable.size)
     else:
-        raise ValueError(f"kind must be 'default' or 'paper', got {kind!r}")
+        raise SplitError(f"kind must be 'default' or 'paper', got {kind!r}")
     return Split(train_idx=usable[local.train_idx], test_idx=usable[local.test_idx])
 
 
@@ -195,7 +243,7 @@ def fold_positions(
     fold 1 = [1, 3, 4], fold 2 = [0, 2, 5, 6].
     """
     if not shuffle and random_state is not None:
-        raise ValueError(
+        raise SplitError(
             "Setting a random_state has no effect since shuffle is False. "
             "Leave random_state to None, or set shuffle=True."
         )

@@ -14,8 +14,9 @@ test structures, stratified by subset, among those no model skipped.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
-from fredask.compare.matrix import ReconstructionMatrix, reconstruction_matrix
+from fredask.compare.matrix import ReconstructionMatrix, check_comparison, reconstruction_matrix
 from fredask.stats.splits import Split, split_usable
 from fredask.store.feature_store import FeatureStore
 from fredask.structure.stored import cumulants_array, stored_cumulants
@@ -75,6 +76,11 @@ def structure_comparisons(
 ) -> Iterator[tuple[str, ReconstructionMatrix]]:
     """Structure-level matrices between models and between orders of one model.
 
+    Every requested comparison is validated (:func:`fredask.compare.check_comparison`:
+    metrics, split, ``n_local_points`` against the train structures) when this
+    is called, before the first matrix is computed; the matrices are then
+    computed one by one as the iterator is advanced.
+
     Parameters
     ----------
     store : FeatureStore
@@ -91,31 +97,44 @@ def structure_comparisons(
         Default: :func:`structure_split` of the models, the paper's.
     **options
         Passed to :func:`fredask.compare.reconstruction_matrix` (``client``,
-        ``estimator``, ``n_local_points``, ``method``, ``progress``...).
+        ``estimator``, ``n_local_points``, ``method``, ``progress``...); the
+        default estimator fits float32 features as exact (``precision="float64"``).
 
-    Yields
+    Returns
+    -------
+    iterator of (str, ReconstructionMatrix)
+        ``("structure_<metric>", between models)`` (level ``"structure"``),
+        then ``("orders_<model>_<metric>", between orders)`` (level
+        ``"order"``, ``model`` set).
+
+    Raises
     ------
-    (str, ReconstructionMatrix)
-        ``("structure_<metric>", between models)``, then
-        ``("orders_<model>_<metric>", between orders)``.
+    FredaskError
+        From the validation, before anything is computed.
     """
     features = stored_cumulants(store, names, order)
     names = list(features)
     if split is None:
         split = structure_split(store, names)
+    jobs = []
     if len(names) >= 2:
-        for metric in metrics:
-            yield (
-                f"structure_{metric}",
-                reconstruction_matrix(features, metric, split=split, **options),
-            )
+        jobs += [(f"structure_{m}", features, m, "structure", None) for m in metrics]
     order_model = names[0] if order_model is None else order_model
     if order_model:
         n_features = int(cumulants_array(store, order_model).attrs["n_features"])
         cumulants = stored_cumulants(store, [order_model], order)[order_model]
         descriptors = order_descriptors(cumulants, n_features)
-        for metric in metrics:
-            yield (
-                f"orders_{order_model}_{metric}",
-                reconstruction_matrix(descriptors, metric, split=split, **options),
-            )
+        jobs += [
+            (f"orders_{order_model}_{m}", descriptors, m, "order", order_model) for m in metrics
+        ]
+    checks = {k: options[k] for k in ("n_local_points", "method") if k in options}
+    n_local_points = checks.pop("n_local_points", None)
+    for inputs in {id(job[1]): job[1] for job in jobs}.values():
+        check_comparison(inputs, list(metrics), split, n_local_points, level="structure", **checks)
+    return _computed(jobs, split, options)
+
+
+def _computed(jobs, split: Split, options: dict) -> Iterator[tuple[str, ReconstructionMatrix]]:
+    for stem, inputs, metric, level, model in jobs:
+        result = reconstruction_matrix(inputs, metric, split=split, level=level, **options)
+        yield stem, replace(result, model=model)
