@@ -20,8 +20,11 @@ of one's own.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import concurrent.futures
 import contextlib
+import json
 import re
 import weakref
 from collections.abc import Iterator
@@ -29,7 +32,6 @@ from pathlib import Path
 
 import dask
 import distributed
-from dask.diagnostics import ProgressBar
 from threadpoolctl import threadpool_limits
 
 from fredask.cluster.local import close_client, local_client
@@ -38,6 +40,13 @@ from fredask.cluster.profiles import (
     ProfileError,
     load_profile,
 )
+from fredask.cluster.progress import local_progress, wait_with_progress
+from fredask.errors import FredaskError
+
+
+class ClusterConnectionError(FredaskError, OSError):
+    """A scheduler address or file that does not lead to a Dask scheduler in time."""
+
 
 _embedded: distributed.Client | None = None
 #: Clients of the clusters that string specs started in this process, by spec.
@@ -84,8 +93,115 @@ def is_address(spec: str) -> bool:
     return "://" in spec or bool(_ADDRESS.match(spec))
 
 
+def connect_timeout(timeout: float | str | None = None) -> float:
+    """Seconds to wait for a scheduler: ``timeout``, else Dask's connect timeout (30 s).
+
+    Parameters
+    ----------
+    timeout : float, str or None
+        Seconds, or a Dask time string (``"5s"``); None reads
+        ``distributed.comm.timeouts.connect`` from the Dask config.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ClusterConnectionError
+        For a timeout that is not a positive time.
+    """
+    if timeout is None:
+        timeout = dask.config.get("distributed.comm.timeouts.connect", "30s")
+    try:
+        seconds = dask.utils.parse_timedelta(timeout, default="s")
+    except (TypeError, ValueError, KeyError):
+        seconds = None
+    if seconds is None or not seconds > 0:
+        raise ClusterConnectionError(f"connect timeout must be a positive time, got {timeout!r}")
+    return float(seconds)
+
+
+async def _identity(address: str, seconds: float) -> dict:
+    comm = await distributed.comm.connect(
+        address, timeout=seconds, **distributed.Security().get_connection_args("client")
+    )
+    try:
+        await comm.write({"op": "identity"})
+        return await comm.read()
+    finally:
+        comm.abort()
+
+
+def check_scheduler(address: str, timeout: float | str | None = None) -> dict:
+    """Ask ``address`` for its identity; fail within ``timeout`` unless a scheduler answers.
+
+    Parameters
+    ----------
+    address : str
+        ``tcp://host:port`` (or any address ``distributed`` connects to).
+    timeout : float, str or None
+        See :func:`connect_timeout`.
+
+    Returns
+    -------
+    dict
+        The scheduler's identity (its ``type``, ``id``, ``address``, workers).
+
+    Raises
+    ------
+    ClusterConnectionError
+        Nothing listens, the connection closes, nothing answers in time, or
+        what answers is not a Dask scheduler.
+    """
+    seconds = connect_timeout(timeout)
+
+    def probe() -> dict:  # its own event loop: also works where one runs (Jupyter)
+        return asyncio.run(asyncio.wait_for(_identity(address, seconds), seconds))
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fredask-probe") as pool:
+        try:
+            identity = pool.submit(probe).result()
+        except TimeoutError:
+            raise ClusterConnectionError(
+                f"{address}: no Dask scheduler answered within {seconds:g} s (is something "
+                "else listening there? set the time with --cluster-timeout or "
+                "distributed.comm.timeouts.connect)"
+            ) from None
+        except distributed.comm.CommClosedError:
+            raise ClusterConnectionError(
+                f"{address}: the connection was closed without an answer; not a Dask scheduler?"
+            ) from None
+        except OSError as error:
+            raise ClusterConnectionError(f"{address}: cannot connect ({error})") from None
+        except Exception as error:  # e.g. bytes that do not deserialize
+            raise ClusterConnectionError(
+                f"{address}: answered, but not as a Dask scheduler ({type(error).__name__})"
+            ) from None
+    if not isinstance(identity, dict) or identity.get("type") != "Scheduler":
+        raise ClusterConnectionError(f"{address}: answered, but is not a Dask scheduler")
+    return identity
+
+
+def _scheduler_file_address(path: str) -> str:
+    if not Path(path).is_file():
+        raise ProfileError(f"scheduler file {path} does not exist (yet?)")
+    try:
+        address = json.loads(Path(path).read_text())["address"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ProfileError(
+            f"scheduler file {path}: no scheduler address in it ({type(error).__name__}: {error})"
+        ) from None
+    if not isinstance(address, str):
+        raise ProfileError(f"scheduler file {path}: the address {address!r} is not a string")
+    return address
+
+
 def get_client(
-    cluster: str | Path | ClusterProfile | None = None, *, set_as_default: bool = True
+    cluster: str | Path | ClusterProfile | None = None,
+    *,
+    set_as_default: bool = True,
+    timeout: float | str | None = None,
 ) -> distributed.Client:
     """A new client of a profile's cluster, a scheduler address or a scheduler file.
 
@@ -97,12 +213,22 @@ def get_client(
         scheduler file.  Default: the ``local`` profile.
     set_as_default : bool
         Make it the active client (what fredask and Dask use when given none).
+    timeout : float, str or None
+        Seconds a scheduler address or file has to answer as a Dask scheduler
+        (default: Dask's ``distributed.comm.timeouts.connect``, 30 s).
 
     Returns
     -------
     distributed.Client
         Close it, and the cluster it started, with :func:`shutdown` (or use
         :func:`connect`); started clusters also close at interpreter exit.
+
+    Raises
+    ------
+    ClusterConnectionError
+        A scheduler address or file whose scheduler does not answer in time.
+    ProfileError
+        An unknown or malformed profile, or a missing scheduler file.
 
     Examples
     --------
@@ -113,11 +239,15 @@ def get_client(
     if not isinstance(spec, ClusterProfile):
         text = str(spec)
         if text.endswith(".json"):
-            if not Path(text).is_file():
-                raise ProfileError(f"scheduler file {text} does not exist (yet?)")
-            return distributed.Client(scheduler_file=text, set_as_default=set_as_default)
+            check_scheduler(_scheduler_file_address(text), timeout)
+            return distributed.Client(
+                scheduler_file=text, set_as_default=set_as_default, timeout=connect_timeout(timeout)
+            )
         if is_address(text) and not text.endswith((".yaml", ".yml")):
-            return distributed.Client(text, set_as_default=set_as_default)
+            check_scheduler(text, timeout)
+            return distributed.Client(
+                text, set_as_default=set_as_default, timeout=connect_timeout(timeout)
+            )
     started = load_profile(spec).start()
     _owned.add(started)
     try:
@@ -133,27 +263,32 @@ def shutdown(client: distributed.Client) -> None:
 
 
 @contextlib.contextmanager
-def connect(cluster: str | Path | ClusterProfile | None = None) -> Iterator[distributed.Client]:
+def connect(
+    cluster: str | Path | ClusterProfile | None = None, *, timeout: float | str | None = None
+) -> Iterator[distributed.Client]:
     """``with connect("slurm-cpu") as client:``, closing what it started on exit.
 
     Parameters are those of :func:`get_client`; the client is the active one
     inside the block.
     """
-    client = get_client(cluster)
+    client = get_client(cluster, timeout=timeout)
     try:
         yield client
     finally:
         shutdown(client)
 
 
-def started_client(spec: str | Path | ClusterProfile) -> distributed.Client:
+def started_client(
+    spec: str | Path | ClusterProfile, timeout: float | str | None = None
+) -> distributed.Client:
     """The process-wide client a spec names, started on first use (see :func:`get_client`)."""
     key = repr(spec) if isinstance(spec, ClusterProfile) else str(spec)
     client = _started.get(key)
     if client is None or client.status in ("closed", "closing"):
         if not _started:
             atexit.register(close_embedded)
-        client = _started[key] = get_client(spec, set_as_default=False)
+        client = get_client(spec, set_as_default=False, timeout=timeout)
+        _started[key] = client
     return client
 
 
@@ -162,7 +297,9 @@ Scheduler = distributed.Client | str
 LOCAL_SCHEDULERS = ("threads", "sync")
 
 
-def resolve_client(client=None, embedded: bool = True) -> Scheduler:
+def resolve_client(
+    client=None, embedded: bool = True, timeout: float | str | None = None
+) -> Scheduler:
     """The scheduler a pass should use.
 
     Parameters
@@ -174,6 +311,8 @@ def resolve_client(client=None, embedded: bool = True) -> Scheduler:
     embedded : bool
         With nothing given or active, start the embedded LocalCluster (True)
         or use Dask's local threads (False).
+    timeout : float, str or None
+        Seconds a scheduler address or file has to answer (see :func:`get_client`).
 
     Returns
     -------
@@ -182,14 +321,18 @@ def resolve_client(client=None, embedded: bool = True) -> Scheduler:
     if isinstance(client, str | Path | ClusterProfile):
         if client in LOCAL_SCHEDULERS:
             return client
-        return started_client(client)
+        return started_client(client, timeout)
     if client is not None:
         return client
     return active_client() or (embedded_client() if embedded else "threads")
 
 
 def compute(obj, scheduler: Scheduler, progress: bool = False):
-    """Compute a Dask collection or delayed object, with an optional progress bar."""
+    """Compute a Dask collection or delayed object, with an optional progress bar.
+
+    The bar (:mod:`fredask.cluster.progress`) is live where stderr is a
+    terminal, and one line every few seconds where it is a log file.
+    """
     if isinstance(scheduler, str):
         # Dask's threads each call BLAS: let BLAS itself use one thread, or the
         # two levels of threading oversubscribe the cores (10x slower seen).
@@ -197,10 +340,9 @@ def compute(obj, scheduler: Scheduler, progress: bool = False):
         with threadpool_limits(limits=blas_threads, user_api="blas"):
             if not progress:
                 return dask.compute(obj, scheduler=scheduler)[0]
-            with ProgressBar():
+            with local_progress():
                 return dask.compute(obj, scheduler=scheduler)[0]
     futures = scheduler.compute(obj)  # a future, or a list of them for a list
     if progress:
-        # a text bar also in Jupyter, where the widget needs ipywidgets
-        distributed.progress(futures, scheduler=scheduler.scheduler.address, notebook=False)
+        wait_with_progress(futures, scheduler.scheduler.address)
     return scheduler.gather(futures)
