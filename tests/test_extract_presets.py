@@ -95,8 +95,10 @@ def test_spec_names_and_unknown_specs():
         get_extractor("sevenn:7net-omni")
     with pytest.raises(ValueError, match=r"needs modal= one of PBE, R2SCAN"):
         get_extractor("sevenn:7net-mf-0")
-    with pytest.raises(ValueError, match=r"no option 'layer'.*modal"):
-        get_extractor("sevenn:7net-0", layer=1)
+    with pytest.raises(ValueError, match=r"no option 'layer'; options: modal, stop_at_hook"):
+        get_extractor("sevenn:7net-mf-0", layer=1)
+    with pytest.raises(ValueError, match=r"7net-0: sevenn models take no option 'modal'"):
+        get_extractor("sevenn:7net-0", modal="PBE")
     with pytest.raises(ValueError, match=r"layer must be None or an integer"):
         get_extractor("chgnet:0.3.0", layer="last")
 

@@ -4,12 +4,21 @@
 generic torch hook extractor; :mod:`fredask.extract.presets` knows the models
 that ship their weights (CHGNet, SevenNet) and those that need a model file
 (MACE, metatomic/PET-MAD, fairchem UMA); :mod:`fredask.extract.runner` runs an
-extractor over a store's structures on Dask workers, resumably.
+extractor over a store's structures on Dask workers, resumably.  A bad model
+spec or option is a :class:`ModelSpecError` (a ``ValueError``) naming what exists.
 """
 
 from fredask.extract.base import ExtractionError, Extractor, TorchHookExtractor
+from fredask.extract.presets._common import ModelSpecError
 
-__all__ = ["ExtractionError", "Extractor", "TorchHookExtractor", "get_extractor"]
+__all__ = [
+    "ExtractionError",
+    "Extractor",
+    "ModelSpecError",
+    "TorchHookExtractor",
+    "get_extractor",
+    "preset_options",
+]
 
 
 def get_extractor(spec: str, **options) -> Extractor:
@@ -20,3 +29,13 @@ def get_extractor(spec: str, **options) -> Extractor:
     from fredask.extract.presets import get_extractor as _get
 
     return _get(spec, **options)
+
+
+def preset_options(spec: str) -> tuple[str, ...]:
+    """The keyword options :func:`get_extractor` takes for ``spec``.
+
+    See :func:`fredask.extract.presets.preset_options`.
+    """
+    from fredask.extract.presets import preset_options as _options
+
+    return _options(spec)

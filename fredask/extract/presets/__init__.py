@@ -15,7 +15,8 @@ Two families:
 No code here downloads anything: the shipped checkpoints are located inside
 the installed packages and passed to the models as files.
 
-This package holds the registry (:func:`get_extractor`, :func:`known_specs`);
+This package holds the registry (:func:`get_extractor`, :func:`known_specs`,
+:func:`preset_options`, :func:`check_ready`);
 each family lives in its own module (:mod:`.chgnet`, :mod:`.sevenn`,
 :mod:`.mace`, :mod:`.metatomic`, :mod:`.uma`), with shared helpers in
 :mod:`._common` and the base of the file-based extractors in :mod:`._files`.
@@ -33,10 +34,13 @@ Examples
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
+from pathlib import Path
 
 from fredask.extract.base import Extractor
-from fredask.extract.presets._common import DEFAULT_VACUUM, boxed
+from fredask.extract.presets._common import DEFAULT_VACUUM, ModelSpecError, _missing, boxed
+from fredask.extract.presets._files import _FileExtractor
 from fredask.extract.presets.chgnet import CHGNET_MODELS, CHGNetExtractor
 from fredask.extract.presets.mace import MACEExtractor
 from fredask.extract.presets.metatomic import MetatomicExtractor
@@ -52,11 +56,15 @@ __all__ = [
     "CHGNetExtractor",
     "MACEExtractor",
     "MetatomicExtractor",
+    "ModelSpecError",
     "SevenNetExtractor",
     "UMAExtractor",
     "boxed",
+    "check_ready",
     "get_extractor",
     "known_specs",
+    "parse_spec",
+    "preset_options",
 ]
 
 
@@ -68,6 +76,16 @@ PRESETS: dict[str, tuple[type[Extractor], tuple[str, ...] | None]] = {
     "mace": (MACEExtractor, None),
     "metatomic": (MetatomicExtractor, None),
     "uma": (UMAExtractor, None),
+}
+
+
+#: The module each preset imports, located (not imported) by :func:`check_ready`.
+PRESET_MODULES: dict[str, str] = {
+    "chgnet": "chgnet",
+    "sevenn": "sevenn",
+    "mace": "mace",
+    "metatomic": "metatomic.torch",
+    "uma": "fairchem.core",
 }
 
 
@@ -85,6 +103,75 @@ def known_specs() -> list[str]:
     ]
 
 
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``"PREFIX:MODEL"`` as ``(prefix, model)``, the prefix lower-cased.
+
+    Raises
+    ------
+    ModelSpecError
+        For a spec that is not ``PREFIX:MODEL``, an unknown prefix or no
+        model; the message lists the known specs.
+    """
+    known = ", ".join(known_specs())
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ModelSpecError(f"model spec {spec!r} is not 'PREFIX:MODEL'; known: {known}")
+    prefix, _, model = spec.partition(":")
+    prefix, model = prefix.strip().lower(), model.strip()
+    if prefix not in PRESETS:
+        raise ModelSpecError(f"unknown model prefix {prefix!r} in {spec!r}; known: {known}")
+    if not model:
+        raise ModelSpecError(f"model spec {spec!r} names no model; known: {known}")
+    return prefix, model
+
+
+def preset_options(spec: str) -> tuple[str, ...]:
+    """The keyword options the extractor of ``spec`` takes (``modal`` only where it has one).
+
+    Parameters
+    ----------
+    spec : str
+        A model spec, e.g. ``"sevenn:7net-mf-0"``.
+
+    Returns
+    -------
+    tuple of str
+        e.g. ``("layer", "vacuum", "batch_atoms")`` for CHGNet.
+    """
+    prefix, model = parse_spec(spec)
+    cls = PRESETS[prefix][0]
+    # the first parameter after ``self`` is the model name or file
+    accepted = tuple(inspect.signature(cls.__init__).parameters)[2:]
+    if prefix == "sevenn":
+        key = model.lower().replace("sevennet-", "7net-")
+        if key not in SEVENN_MODALS:
+            accepted = tuple(a for a in accepted if a != "modal")
+    return accepted
+
+
+def check_ready(extractor: Extractor) -> None:
+    """Check, without importing it or loading weights, that an extractor can load.
+
+    Its package must be installed and, for a model file the user passes,
+    the file must exist.
+
+    Raises
+    ------
+    ModelSpecError
+        Naming the missing package (and the pip command) or model file.
+    """
+    prefix = next((p for p, (cls, _) in PRESETS.items() if isinstance(extractor, cls)), None)
+    module = PRESET_MODULES.get(prefix)
+    if module is not None:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package that is missing
+            found = False
+        if not found:
+            raise ModelSpecError(f"{extractor.name}: {_missing(extractor.package)}")
+    if isinstance(extractor, _FileExtractor) and not Path(extractor.path).expanduser().is_file():
+        raise ModelSpecError(f"{extractor.name}: model file {extractor.path} does not exist")
+
+
 def get_extractor(spec: str, **options) -> Extractor:
     """The extractor for a model spec such as ``"chgnet:0.3.0"`` or ``"mace:model.pt"``.
 
@@ -95,11 +182,11 @@ def get_extractor(spec: str, **options) -> Extractor:
         ``sevenn:{7net-0,7net-0_22may2024,7net-l3i5,7net-mf-0}``, or
         ``mace:PATH``, ``metatomic:PATH``, ``uma:PATH`` for a model file.
     **options
-        Keyword options of the extractor class: ``layer``, ``vacuum``,
-        ``batch_atoms`` (CHGNet); ``modal``, ``stop_at_hook`` (SevenNet);
-        ``layer``, ``head`` (MACE); ``output``, ``batch_size``,
-        ``extensions_directory`` (metatomic); ``task``, ``module_path``,
-        ``inference_settings`` (UMA).
+        Keyword options of the extractor class (:func:`preset_options`):
+        ``layer``, ``vacuum``, ``batch_atoms`` (CHGNet); ``modal``,
+        ``stop_at_hook`` (SevenNet); ``layer``, ``head`` (MACE); ``output``,
+        ``batch_size``, ``extensions_directory`` (metatomic); ``task``,
+        ``module_path``, ``inference_settings`` (UMA).
 
     Returns
     -------
@@ -108,26 +195,17 @@ def get_extractor(spec: str, **options) -> Extractor:
 
     Raises
     ------
-    ValueError
-        For an unknown prefix, an unknown CHGNet or SevenNet model, or an
-        option the extractor does not take; the message lists what is known.
+    ModelSpecError
+        A ``ValueError``: for an unknown prefix, an unknown CHGNet or SevenNet
+        model, or an option the extractor does not take; the message lists
+        what is known.
     """
-    known = ", ".join(known_specs())
-    if not isinstance(spec, str) or ":" not in spec:
-        raise ValueError(f"model spec {spec!r} is not 'PREFIX:MODEL'; known: {known}")
-    prefix, _, model = spec.partition(":")
-    prefix, model = prefix.strip().lower(), model.strip()
-    if prefix not in PRESETS:
-        raise ValueError(f"unknown model prefix {prefix!r} in {spec!r}; known: {known}")
-    if not model:
-        raise ValueError(f"model spec {spec!r} names no model; known: {known}")
-    cls = PRESETS[prefix][0]
-    # the first parameter after ``self`` is the model name or file
-    accepted = list(inspect.signature(cls.__init__).parameters)[2:]
+    prefix, model = parse_spec(spec)
+    accepted = preset_options(spec)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ValueError(
-            f"{prefix} models take no option {', '.join(map(repr, unknown))}; "
+        raise ModelSpecError(
+            f"{spec}: {prefix} models take no option {', '.join(map(repr, unknown))}; "
             f"options: {', '.join(accepted)}"
         )
-    return cls(model, **options)
+    return PRESETS[prefix][0](model, **options)

@@ -1,4 +1,4 @@
-"""Helpers shared by the model presets: installed packages, lazy imports, names, boxes.
+"""Helpers shared by the model presets: spec errors, installed packages, lazy imports, names, boxes.
 
 Nothing here imports a model package: :func:`_package_dir` locates one without
 importing it, and :func:`_import` imports one on first use with an ImportError
@@ -15,8 +15,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fredask.errors import FredaskError
+
 if TYPE_CHECKING:
     from ase import Atoms
+
+
+class ModelSpecError(FredaskError, ValueError):
+    """A model spec or preset option that does not name a model fredask can build."""
+
 
 #: Default vacuum (Å) between periodic images of a boxed molecule for CHGNet.
 DEFAULT_VACUUM = 10.0
@@ -73,7 +80,7 @@ def _check_layer(layer) -> int | None:
     if layer is None:
         return None
     if isinstance(layer, bool) or not isinstance(layer, int | np.integer):
-        raise ValueError(f"layer must be None or an integer, got {layer!r}")
+        raise ModelSpecError(f"layer must be None or an integer, got {layer!r}")
     return int(layer)
 
 

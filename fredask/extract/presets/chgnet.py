@@ -13,6 +13,7 @@ import numpy as np
 from fredask.extract.base import ExtractionError, Extractor, _label, atom_batches
 from fredask.extract.presets._common import (
     DEFAULT_VACUUM,
+    ModelSpecError,
     _check_layer,
     _import,
     _layer_suffix,
@@ -67,11 +68,13 @@ class CHGNetExtractor(Extractor):
         super().__init__()
         canonical = {name.lower(): name for name in CHGNET_MODELS}
         if str(model).lower() not in canonical:
-            raise ValueError(f"unknown CHGNet model {model!r}; known: {', '.join(CHGNET_MODELS)}")
+            raise ModelSpecError(
+                f"unknown CHGNet model {model!r}; known: {', '.join(CHGNET_MODELS)}"
+            )
         if layer != "readout":
             layer = _check_layer(layer)
         if not vacuum > 0:
-            raise ValueError(f"vacuum must be positive, got {vacuum!r}")
+            raise ModelSpecError(f"vacuum must be positive, got {vacuum!r}")
         self.model_name = canonical[str(model).lower()]
         self.layer = layer
         self.vacuum = float(vacuum)
@@ -110,7 +113,7 @@ class CHGNetExtractor(Extractor):
         model = model.to(torch.device("cpu")).eval()
         cutoff = float(model.graph_converter.atom_graph_cutoff)
         if self.vacuum <= cutoff:
-            raise ValueError(
+            raise ModelSpecError(
                 f"{self.name}: vacuum {self.vacuum} Å must exceed the atom-graph cutoff "
                 f"{cutoff} Å, or boxed molecules would see their periodic images"
             )
@@ -122,7 +125,7 @@ class CHGNetExtractor(Extractor):
                 module = model.atom_conv_layers[-1]
         elif self.layer is not None:
             if not -n_conv <= self.layer < n_conv:
-                raise ValueError(
+                raise ModelSpecError(
                     f"{self.name}: layer {self.layer} out of range; CHGNet {self.model_name} "
                     f"has {n_conv} atom convolution layers (0..{n_conv - 1})"
                 )

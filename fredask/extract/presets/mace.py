@@ -8,7 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fredask.extract.presets._common import _check_layer, _import, _layer_suffix, _stem
+from fredask.extract.presets._common import (
+    ModelSpecError,
+    _check_layer,
+    _import,
+    _layer_suffix,
+    _stem,
+)
 from fredask.extract.presets._files import _FileExtractor
 
 
@@ -53,7 +59,7 @@ class MACEExtractor(_FileExtractor):
         self._num_layers = int(calculator.models[0].num_interactions)
         self._model_dtype = str(calculator.default_dtype)
         if self.layer is not None and not -self._num_layers <= self.layer < self._num_layers:
-            raise ValueError(
+            raise ModelSpecError(
                 f"{self.name}: layer {self.layer} out of range; the model has "
                 f"{self._num_layers} interactions"
             )

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fredask.extract.base import ExtractionError, _label
-from fredask.extract.presets._common import _import, _stem
+from fredask.extract.presets._common import ModelSpecError, _import, _stem
 from fredask.extract.presets._files import _FileExtractor
 
 #: Short names of the usual metatomic feature outputs.
@@ -70,7 +70,7 @@ class MetatomicExtractor(_FileExtractor):
         )
         capabilities = model.capabilities()
         if self.output not in capabilities.outputs:
-            raise ValueError(
+            raise ModelSpecError(
                 f"{self.name}: the model has no output {self.output!r}; it has "
                 f"{', '.join(sorted(capabilities.outputs))}"
             )

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from fredask.extract.base import ExtractionError, TorchHookExtractor, _label
-from fredask.extract.presets._common import _import, _package_dir, _package_version
+from fredask.extract.presets._common import ModelSpecError, _import, _package_dir, _package_version
 from fredask.store.structures import file_hash
 
 #: SevenNet models shipped in ``sevenn/pretrained_potentials/`` (relative paths).
@@ -72,17 +72,19 @@ class SevenNetExtractor(TorchHookExtractor):
     ) -> None:
         key = str(model).lower().replace("sevennet-", "7net-")
         if key not in SEVENN_MODELS:
-            raise ValueError(f"unknown SevenNet model {model!r}; known: {', '.join(SEVENN_MODELS)}")
+            raise ModelSpecError(
+                f"unknown SevenNet model {model!r}; known: {', '.join(SEVENN_MODELS)}"
+            )
         modals = SEVENN_MODALS.get(key, ())
         if modals:
             canonical = {m.lower(): m for m in modals}
             if modal is None or str(modal).lower() not in canonical:
-                raise ValueError(
+                raise ModelSpecError(
                     f"SevenNet {key} needs modal= one of {', '.join(modals)}, got {modal!r}"
                 )
             modal = canonical[str(modal).lower()]
         elif modal is not None:
-            raise ValueError(f"SevenNet {key} has a single fidelity; modal must be None")
+            raise ModelSpecError(f"SevenNet {key} has a single fidelity; modal must be None")
         self.model_name = key
         self.modal = modal
         self.stop_at_hook = bool(stop_at_hook)
