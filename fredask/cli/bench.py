@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fredask.cli.checks import CommandError
+
+#: fredask.bench.stages.STAGES, spelled here so that ``--help`` imports nothing heavy.
+STAGES = ("gfre", "lfre", "cumulants", "extraction")
+
 
 def _count(text: str) -> int:
     """An integer that may be written as ``1e6``."""
@@ -16,8 +21,6 @@ def _count(text: str) -> int:
 
 def add_parser(sub) -> argparse.ArgumentParser:
     """Add the ``bench`` subcommand to ``fredask``'s subparsers."""
-    from fredask.bench.stages import STAGES
-
     p = sub.add_parser(
         "bench",
         help="scaling study: time a stage over atoms, features, chunk sizes and workers",
@@ -62,7 +65,7 @@ def _scaled(profile: str):
     def clients(n_workers: int):
         client = get_client(profile, set_as_default=False)
         if client.cluster is None:
-            raise SystemExit(f"--cluster {profile}: bench needs a profile it can scale")
+            raise CommandError(f"--cluster {profile}: bench needs a profile it can scale")
         client.cluster.scale(n_workers)
         client.wait_for_workers(n_workers)
         return client

@@ -1,131 +1,294 @@
-"""Comparison commands: ``fredask compare`` (atoms or structures) and ``fredask cumulants``."""
+"""Comparison commands: ``fredask compare`` (atoms or structures) and ``fredask cumulants``.
+
+The whole request is checked before any computation and before anything is
+written: options that would be ignored are refused, the output folder must be
+writable, the store readable, and every requested metric's split and
+neighbour counts possible (:func:`fredask.compare.matrix.check_comparison`);
+at structure level that includes the cumulants still to be computed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
-import numpy as np
-import zarr
-
+from fredask.cli.checks import CommandError, given, refuse_unless, writable_folder
 from fredask.cli.cluster import add_cluster_argument, cluster_client
 from fredask.cli.store import open_store
-from fredask.compare.matrix import METRICS, reconstruction_matrix
-from fredask.solvers.settings import RidgeSettings
-from fredask.stats.splits import Split, split_usable
-from fredask.store.feature_store import FeatureStore, StoreError, group_features
+
+#: fredask.compare.matrix.METRICS, spelled here so that ``--help`` imports nothing heavy.
+METRICS = ("gfre", "gfrd", "lfre")
+#: Test rows of ``--split paper`` when ``--n-test`` is not given.
+DEFAULT_N_TEST = 1000
+#: Highest cumulant order :func:`fredask.structure.stored.write_cumulants` computes by default.
+DEFAULT_ORDER = 8
 
 
 def save_and_print(result, output: Path, stem: str) -> None:
+    """Save a result into ``output`` and print its matrix and the files written."""
     paths = result.save(output, stem)
     print(result.matrix.round(4).to_string())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
-def store_features(store: str | Path) -> tuple[dict[str, zarr.Array], FeatureStore | None]:
+def with_metadata(result, **metadata):
+    """``result`` with ``metadata`` merged into its ``metadata`` (JSON-serialisable)."""
+    return dataclasses.replace(result, metadata={**result.metadata, **metadata})
+
+
+def store_features(path: Path) -> tuple[dict, object]:
     """Complete per-model arrays of a fredask store (or of any group's ``features/``)."""
+    from fredask.store.feature_store import StoreError, group_features
+
+    if not Path(path).exists():
+        raise CommandError(f"store {path} does not exist")
     try:
-        opened = FeatureStore.open(store)
+        opened = open_store(path)
     except StoreError as error:
         if "not a fredask store" not in str(error):
-            raise SystemExit(str(error)) from None
-        try:
-            return group_features(store), None
-        except StoreError as error:
-            raise SystemExit(str(error)) from None
+            raise
+        return group_features(path), None
     return opened.feature_arrays(), opened
 
 
-def atom_split(args, n_rows: int, store: FeatureStore | None) -> Split:
+def split_of(store, n_rows: int, kind: str, n_test: int, seed: int):
+    """The atom split: scikit-matter's 50/50 or the paper's, among usable rows."""
+    import numpy as np
+
+    from fredask.stats.splits import split_usable
+
+    if kind == "paper" and store is None:
+        raise CommandError("--split paper needs a fredask store (it stratifies by subset)")
     usable = np.arange(n_rows) if store is None else store.usable_rows()
-    if args.split == "paper" and store is None:
-        raise SystemExit("--split paper needs a fredask store (it stratifies by subset)")
     groups = None if store is None else store.atom_subsets()
-    return split_usable(usable, groups, args.split or "default", args.n_test, args.seed)
+    try:
+        return split_usable(usable, groups, kind, n_test, seed)
+    except ValueError as error:  # e.g. more test rows asked than there are
+        raise CommandError(f"--split {kind} --n-test {n_test}: {error}") from None
+
+
+def split_metadata(args: argparse.Namespace, kind: str, store, names) -> dict:
+    """What the saved JSON records of the request beside the numbers."""
+    skipped = [] if store is None else store.skipped_structures(list(names)).tolist()
+    return {
+        "split": kind,
+        "n_test": args.n_test if kind == "paper" else None,
+        "seed": args.seed if kind == "paper" else None,
+        "store": str(args.store),
+        "skipped_structures": skipped,
+    }
+
+
+def resolve_request(args: argparse.Namespace) -> tuple[list[str], str]:
+    """The metrics and split kind of a compare command line; ignored options refused.
+
+    Also fills ``args.n_test`` and ``args.seed`` with their defaults and checks
+    that ``--output`` can be written.
+    """
+    structure = args.level == "structure"
+    metrics = list(args.metric or (["gfre", "lfre"] if structure else ["gfre"]))
+    kind = args.split or ("paper" if structure else "default")
+    refuse_unless(
+        structure,
+        given(args, {"order": "--order", "order_matrix": "--order-matrix"}),
+        "with --level structure only",
+    )
+    refuse_unless(
+        kind == "paper",
+        given(args, {"n_test": "--n-test", "seed": "--seed"}),
+        "with --split paper only (the default split is scikit-matter's 50/50 of all rows)",
+    )
+    refuse_unless(
+        "lfre" in metrics,
+        given(args, {"n_local_points": "--n-local-points"}),
+        "to --metric lfre only",
+    )
+    refuse_unless(
+        any(m != "lfre" for m in metrics),
+        given(args, {"method": "--method"}),
+        "to --metric gfre and gfrd only",
+    )
+    writable_folder(args.output)
+    args.n_test = DEFAULT_N_TEST if args.n_test is None else args.n_test
+    args.seed = 0 if args.seed is None else args.seed
+    return metrics, kind
+
+
+def ridge(args: argparse.Namespace):
+    """The ridge settings of ``--precision``."""
+    from fredask.solvers.settings import RidgeSettings
+
+    return RidgeSettings(precision=args.precision)
+
+
+def compare_atoms(args: argparse.Namespace, metrics: list[str], kind: str) -> None:
+    """``compare`` at atom level: one matrix per metric, all checked first."""
+    import numpy as np
+
+    from fredask.compare.matrix import check_comparison, reconstruction_matrix
+
+    features, store = store_features(args.store)
+    if len(features) < 2:
+        raise CommandError(
+            f"{args.store}: need features of at least two models, found {list(features)}"
+        )
+    n_rows = next(iter(features.values())).shape[0]
+    split = split_of(store, n_rows, kind, args.n_test, args.seed)
+    rows = None
+    if store is not None:
+        rows = np.repeat(np.arange(store.n_structures), store.n_atoms_per_structure())
+    method = args.method or "qr"
+    check_comparison(
+        features, metrics, split, args.n_local_points, method=method, row_structures=rows
+    )
+    metadata = split_metadata(args, kind, store, features)
+    client = cluster_client(args)
+    for metric in metrics:
+        start = time.perf_counter()
+        result = reconstruction_matrix(
+            features,
+            metric,
+            split=split,
+            method=method,
+            client=client,
+            n_local_points=args.n_local_points,
+            estimator=ridge(args),
+            row_structures=rows,
+        )
+        print(f"{metric.upper()} of {len(features)} models in {time.perf_counter() - start:.1f} s")
+        save_and_print(with_metadata(result, **metadata), args.output, metric)
+
+
+def planned_cumulants(store, names: list[str], order: int | None) -> dict:
+    """Shape-only stand-ins of every model's cumulants (stored or still to compute).
+
+    Zero-strided views: they cost no memory and are never computed on, only
+    checked (:func:`~fredask.compare.matrix.check_comparison` reads shapes).
+    """
+    import numpy as np
+
+    from fredask.structure.stored import cumulants_array
+
+    out = {}
+    for name in names:
+        stored = cumulants_array(store, name)
+        n_features = store.features(name).shape[1]
+        orders = order or (DEFAULT_ORDER if stored is None else int(stored.attrs["order"]))
+        out[name] = np.broadcast_to(np.zeros(1), (store.n_structures, orders * n_features))
+    return out
+
+
+def check_structure_request(args, store, names, metrics, split) -> str | None:
+    """Check every structure-level comparison before any cumulant is written.
+
+    Returns
+    -------
+    str or None
+        The model whose orders are compared (None: no order matrix).
+    """
+    from fredask.compare.matrix import check_comparison
+    from fredask.structure.compare import order_descriptors
+
+    order_model = names[0] if args.order_matrix is None else args.order_matrix
+    if order_model and order_model not in names:
+        raise CommandError(f"--order-matrix {order_model}: no such model; the store has {names}")
+    planned = planned_cumulants(store, names, args.order)
+    method = {"method": args.method} if args.method else {}
+    checks = [planned] if len(names) >= 2 else []
+    if order_model:
+        n_features = store.features(order_model).shape[1]
+        checks.append(order_descriptors(planned[order_model], n_features))
+    for inputs in checks:
+        check_comparison(inputs, metrics, split, args.n_local_points, level="structure", **method)
+    return order_model or None
+
+
+def compare_structures(args: argparse.Namespace, metrics: list[str], kind: str) -> None:
+    """``compare --level structure``: models' cumulants, and one model's orders."""
+    import numpy as np
+
+    from fredask.structure.compare import structure_comparisons, structure_split
+    from fredask.structure.stored import cumulant_names, write_cumulants
+
+    store = open_store(args.store)
+    names = store.feature_names()
+    if not names:
+        raise CommandError(f"{args.store}: no complete features to compare")
+    try:
+        split = structure_split(store, names, kind, args.n_test, args.seed)
+    except ValueError as error:
+        raise CommandError(f"--split {kind} --n-test {args.n_test}: {error}") from None
+    order_model = check_structure_request(args, store, names, metrics, split)
+    client = cluster_client(args)
+    store = open_store(args.store, mode="a")
+    for name in sorted(set(names) - set(cumulant_names(store))):
+        print(f"{name}: no cumulants in the store yet, computing them (fredask cumulants)")
+        write_cumulants(store, name, client=client)
+    metadata = split_metadata(args, kind, store, names)
+    options = {"method": args.method} if args.method else {}
+    results = structure_comparisons(
+        store,
+        metrics,
+        names=names,
+        order=args.order,
+        order_model=order_model or "",
+        split=split,
+        client=client,
+        n_local_points=args.n_local_points,
+        estimator=ridge(args),
+        row_structures=np.arange(store.n_structures),
+        **options,
+    )
+    start = time.perf_counter()
+    for stem, result in results:
+        print(f"{stem} in {time.perf_counter() - start:.1f} s")
+        save_and_print(with_metadata(result, **metadata), args.output, stem)
+        start = time.perf_counter()
+
+
+def compare(args: argparse.Namespace) -> None:
+    """All-pairs errors of the models in a store."""
+    metrics, kind = resolve_request(args)
+    if args.level == "structure":
+        compare_structures(args, metrics, kind)
+    else:
+        compare_atoms(args, metrics, kind)
 
 
 def cumulants(args: argparse.Namespace) -> None:
     """Per-structure cumulants of every (or the named) model, into the store."""
     from fredask.structure.stored import write_cumulants
 
+    store = open_store(args.store)
+    available = store.feature_names()
+    unknown = [name for name in args.model or [] if name not in available]
+    if unknown:
+        raise CommandError(
+            f"--model {', '.join(unknown)}: no such complete features; the store has {available}"
+        )
+    client = cluster_client(args)
     store = open_store(args.store, mode="a")
-    client = cluster_client(args.cluster)
-    for name in args.model or store.feature_names():
+    for name in args.model or available:
         start = time.perf_counter()
         try:
             array = write_cumulants(
                 store,
                 name,
-                args.order,
+                args.order or DEFAULT_ORDER,
                 root_scale=not args.no_root_scale,
                 kappa8=args.kappa8,
                 client=client,
                 overwrite=args.overwrite,
             )
-        except (StoreError, ValueError) as error:  # also NaN features, naming the structure
-            raise SystemExit(str(error)) from None
+        except ValueError as error:  # NaN features, naming the structure
+            raise CommandError(str(error)) from None
         print(
             f"{name}: cumulants 1..{array.attrs['order']} ({array.attrs['kappa8']} kappa_8) "
             f"of {array.attrs['n_features']} features, {array.shape[0]} structures -> "
             f"{array.path} in {time.perf_counter() - start:.1f} s"
         )
-
-
-def compare_structures(args: argparse.Namespace) -> None:
-    """``compare --level structure``: models' cumulants, and one model's orders."""
-    from fredask.structure.compare import structure_comparisons, structure_split
-    from fredask.structure.stored import cumulant_names, write_cumulants
-
-    store = open_store(args.store, mode="a")
-    names = store.feature_names()
-    client = cluster_client(args.cluster)
-    for name in sorted(set(names) - set(cumulant_names(store))):
-        print(f"{name}: no cumulants in the store yet, computing them (fredask cumulants)")
-        write_cumulants(store, name, client=client)
-    split = structure_split(store, names, args.split or "paper", args.n_test, args.seed)
-    results = structure_comparisons(
-        store,
-        args.metric or ["gfre", "lfre"],
-        names=names,
-        order=args.order,
-        order_model=args.order_matrix,
-        split=split,
-        method=args.method,
-        client=client,
-        n_local_points=args.n_local_points,
-        estimator=RidgeSettings(precision=args.precision),
-    )
-    start = time.perf_counter()
-    for stem, result in results:
-        print(f"{stem} in {time.perf_counter() - start:.1f} s")
-        save_and_print(result, args.output, stem)
-        start = time.perf_counter()
-
-
-def compare(args: argparse.Namespace) -> None:
-    if args.level == "structure":
-        return compare_structures(args)
-    features, store = store_features(args.store)
-    if len(features) < 2:
-        raise SystemExit(
-            f"{args.store}: need features of at least two models, found {list(features)}"
-        )
-    client = cluster_client(args.cluster)
-    split = atom_split(args, next(iter(features.values())).shape[0], store)
-    for metric in args.metric or ["gfre"]:
-        start = time.perf_counter()
-        result = reconstruction_matrix(
-            features,
-            metric,
-            split=split,
-            method=args.method,
-            client=client,
-            n_local_points=args.n_local_points,
-            estimator=RidgeSettings(precision=args.precision),
-        )
-        print(f"{metric.upper()} of {len(features)} models in {time.perf_counter() - start:.1f} s")
-        save_and_print(result, args.output, metric)
 
 
 def add_parsers(sub) -> None:
@@ -153,20 +316,21 @@ def add_parsers(sub) -> None:
         "'' for none)",
     )
     p.add_argument(
-        "--n-local-points", type=int, help="LFRE neighbours (default: min(p, q) per pair)"
+        "--n-local-points",
+        type=int,
+        help="--metric lfre: neighbours (default: min(p, q) per pair, capped at the train rows)",
     )
     p.add_argument(
         "--precision",
-        choices=("input", "float64"),
-        default="input",
-        help="epsilon of the fold truncation: the input dtype's (scikit-matter's rule) "
-        "or float64's (float32 features taken as exact)",
+        choices=("float64", "input"),
+        default="float64",
+        help="epsilon of the fold truncation: float64's (default; float32 features taken as "
+        "exact, the float64-exact answer) or the input dtype's (scikit-matter's rule)",
     )
     p.add_argument(
         "--method",
         choices=("qr", "gram"),
-        default="qr",
-        help="qr: exact (default); gram: faster, squares the condition number",
+        help="--metric gfre/gfrd: qr, exact (default); gram, faster, squares the condition number",
     )
     p.add_argument(
         "--split",
@@ -175,16 +339,18 @@ def add_parsers(sub) -> None:
         "test set (default for structures)",
     )
     p.add_argument(
-        "--n-test", type=int, default=1000, help="test atoms (or structures) of --split paper"
+        "--n-test",
+        type=int,
+        help=f"--split paper: test atoms (or structures) (default {DEFAULT_N_TEST})",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of --split paper")
+    p.add_argument("--seed", type=int, help="--split paper: its seed (default 0)")
     add_cluster_argument(p)
     p.add_argument("--output", type=Path, default=Path("fredask-results"))
     p.set_defaults(func=compare)
 
     p = sub.add_parser("cumulants", help="per-structure cumulants of the models, into the store")
     p.add_argument("store", type=Path)
-    p.add_argument("--order", type=int, default=8, help="highest cumulant, 1..8 (default 8)")
+    p.add_argument("--order", type=int, help="highest cumulant, 1..8 (default 8)")
     p.add_argument(
         "--kappa8",
         choices=("textbook", "paper"),

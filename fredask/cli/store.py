@@ -1,4 +1,10 @@
-"""Store commands: ``fredask extract``, ``fredask ingest``, ``fredask info``."""
+"""Store commands: ``fredask extract``, ``fredask ingest``, ``fredask info``.
+
+Everything that can be checked is checked before the store is created or
+opened for writing: the input files, the model specs and their options, the
+element coverage, the features files' row counts, the store folder, the
+cluster.  A refused command leaves the disk as it was.
+"""
 
 from __future__ import annotations
 
@@ -8,49 +14,84 @@ import sys
 import time
 from pathlib import Path
 
+from fredask.cli.checks import CommandError, existing_files, new_store_path
 from fredask.cli.cluster import add_cluster_argument, cluster_client
-from fredask.store.feature_store import FeatureStore, StoreError
+from fredask.cli.models import add_model_arguments, build_extractors, check_elements, model_options
+
+#: Feature file types that hold several arrays (``--key`` picks one).
+MULTI_ARRAY = (".npz", ".pt", ".pth", ".h5", ".hdf5")
 
 
-def open_store(path: Path, mode: str = "r") -> FeatureStore:
-    try:
-        return FeatureStore.open(path, mode=mode)
-    except StoreError as error:
-        raise SystemExit(str(error)) from None
+def open_store(path: str | Path, mode: str = "r"):
+    """An existing fredask store, or one line saying why it cannot be read.
+
+    Parameters
+    ----------
+    path : path
+    mode : {"r", "a"}
+
+    Returns
+    -------
+    FeatureStore
+    """
+    from fredask.store.feature_store import FeatureStore
+
+    path = Path(path)
+    if not path.exists():
+        raise CommandError(f"store {path} does not exist")
+    store = FeatureStore.open(path, mode=mode)
+    try:  # the parts every command reads: the structure table and the features group
+        store.n_atoms_per_structure()
+        store.feature_names(complete_only=False)
+    except KeyError as error:
+        raise CommandError(
+            f"store {path} is damaged: it has no {error} group or array; "
+            f"run `fredask verify {path}`"
+        ) from None
+    return store
 
 
 def read_structure_files(paths: list[Path]):
-    from fredask.store.structures import StructureFileError, read_structures
+    """The structure table of the files (missing or unreadable files: one line)."""
+    from fredask.store.structures import read_structures
 
-    try:
-        return read_structures(paths)
-    except StructureFileError as error:
-        raise SystemExit(str(error)) from None
+    return read_structures(existing_files(paths, "structure file"))
 
 
-def open_or_create_store(store: Path, paths: list[Path]) -> FeatureStore:
-    return FeatureStore.open_or_create(
-        store, read_structure_files(paths), what=", ".join(map(str, paths))
-    )
+def target_store(path: Path, table, what: str):
+    """The store at ``path`` if it exists (holding ``table``'s structures), else None.
+
+    Checks only; the store is opened read-only, so nothing is written.
+    """
+    if not new_store_path(path).exists():
+        return None
+    store = open_store(path)
+    store.check_fingerprints(table.fingerprint, what=what)
+    return store
 
 
 def info(args: argparse.Namespace) -> None:
-    try:
-        print(FeatureStore.open(args.store).info())
-    except StoreError as error:
-        raise SystemExit(str(error)) from None
+    """Print what a store holds."""
+    print(open_store(args.store).info())
 
 
 def extract(args: argparse.Namespace) -> None:
-    from fredask.extract import get_extractor
+    """Run models over structures into a store, resumably."""
     from fredask.extract.runner import extract as run
+    from fredask.store.feature_store import FeatureStore
 
-    store = open_or_create_store(args.store, args.structures)
-    client = cluster_client(args.cluster)
-    for spec in args.model:
-        layer = int(args.layer) if args.layer and args.layer.lstrip("-").isdigit() else args.layer
-        options = {} if layer is None else {"layer": layer}
-        extractor = get_extractor(spec, **options)
+    paths = existing_files(args.structures, "structure file")
+    extractors = build_extractors(args.model, model_options(args))
+    new_store_path(args.store)
+    table = read_structure_files(paths)
+    what = ", ".join(map(str, paths))
+    target_store(args.store, table, what)
+    if not args.skip_errors:
+        check_elements(extractors, table)
+    client = cluster_client(args)
+    store = FeatureStore.open_or_create(args.store, table, what=what)
+    overwrite = {"overwrite": True} if args.overwrite else {}
+    for extractor in extractors:
         start = time.perf_counter()
         report = run(
             store,
@@ -58,6 +99,7 @@ def extract(args: argparse.Namespace) -> None:
             client=client,
             batch_atoms=args.batch_atoms,
             skip_errors=args.skip_errors,
+            **overwrite,
         )
         seconds = time.perf_counter() - start
         print(
@@ -67,21 +109,72 @@ def extract(args: argparse.Namespace) -> None:
     print(store.info())
 
 
+def feature_files(items: list[str]) -> dict[str, Path]:
+    """``--features NAME=PATH ...`` as ``{name: path}``, each file existing."""
+    features: dict[str, Path] = {}
+    for item in items:
+        name, _, path = item.partition("=")
+        if not path or not name.strip():
+            raise CommandError(f"--features takes NAME=PATH, got {item!r}")
+        if name in features:
+            raise CommandError(f"--features names {name!r} twice")
+        features[name.strip()] = Path(path)
+    existing_files(features.values(), "features file")
+    return features
+
+
+def check_feature_files(features: dict[str, Path], key: str | None, n_atoms: int) -> None:
+    """Refuse a features file whose shape does not fit the structures, before any write."""
+    from fredask.store.ingest import load_feature_file
+
+    if key is not None and not any(p.suffix.lower() in MULTI_ARRAY for p in features.values()):
+        raise CommandError("--key applies to .npz, .pt and .h5 files only; leave it out")
+    for path in features.values():
+        shape = tuple(load_feature_file(path, key).shape)
+        if len(shape) != 2 or shape[0] != n_atoms:
+            raise CommandError(
+                f"features file {path}: shape {shape}; the structures have {n_atoms} atoms, "
+                f"so expected ({n_atoms}, n_features)"
+            )
+
+
+def check_replacements(store, features: dict[str, Path], overwrite: bool) -> None:
+    """Refuse to replace stored features with another source unless ``overwrite``."""
+    from fredask.store.structures import file_hash
+
+    if store is None or overwrite:
+        return
+    stored = set(store.feature_names(complete_only=False))
+    for name, path in features.items():
+        if name not in stored:
+            continue
+        attrs = store.features(name).attrs
+        recorded = attrs.get("source_hash")
+        if recorded is not None and recorded != file_hash(path):
+            raise CommandError(
+                f"features {name!r} already hold {attrs.get('source_file', 'another source')}, "
+                f"not {path}; pass --overwrite to replace them"
+            )
+
+
 def ingest(args: argparse.Namespace) -> None:
+    """Bring existing feature files into a store."""
     from fredask.store.ingest import ingest as run
 
-    features = {}
-    for item in args.features:
-        name, _, path = item.partition("=")
-        if not path:
-            raise SystemExit(f"--features takes NAME=PATH, got {item!r}")
-        features[name] = Path(path)
+    features = feature_files(args.features)
+    paths = existing_files(args.structures, "structure file")
+    new_store_path(args.store)
+    table = read_structure_files(paths)
+    store = target_store(args.store, table, "the structure files")
+    check_feature_files(features, args.key, table.n_atoms_total)
+    check_replacements(store, features, args.overwrite)
     store = run(
         args.store,
-        read_structure_files(args.structures),
+        table,
         features,
         key=args.key,
         command=shlex.join(sys.argv),
+        **({"overwrite": True} if args.overwrite else {}),
     )
     print(store.info())
 
@@ -94,15 +187,21 @@ def add_parsers(sub) -> None:
         "--model",
         action="append",
         required=True,
-        help="model spec, e.g. chgnet:0.3.0, sevenn:7net-0 (repeatable)",
+        help="model spec, e.g. chgnet:0.3.0, sevenn:7net-0, sevenn:7net-mf-0 with --modal PBE, "
+        "mace:PATH (repeatable)",
     )
     p.add_argument("--store", type=Path, required=True)
-    p.add_argument("--layer", help="layer (index, or e.g. 'readout'), for models with several")
-    p.add_argument("--batch-atoms", type=int, default=512)
+    add_model_arguments(p)
+    p.add_argument("--batch-atoms", type=int, default=512, help="atoms per model call")
     p.add_argument(
         "--skip-errors",
         action="store_true",
         help="leave structures a model cannot handle NaN and record them",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace features of the same name computed from another source",
     )
     add_cluster_argument(p)
     p.set_defaults(func=extract)
@@ -118,6 +217,11 @@ def add_parsers(sub) -> None:
         help=".npy, .npz, .pt or .h5 file per model, rows = atoms in order",
     )
     p.add_argument("--key", help="array name inside .npz/.pt/.h5 files with several")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace features of the same name that came from another file",
+    )
     add_cluster_argument(p, note="ingest itself reads and writes in this process")
     p.set_defaults(func=ingest)
 
