@@ -11,13 +11,16 @@ Every expected failure (:class:`~fredask.errors.FredaskError`, ``OSError``: a
 missing file, a full disk, an unwritable folder, an unreachable cluster) ends
 the command with one line ``fredask <command>: <message>`` on stderr and exit
 status 1; argument syntax errors exit 2 (argparse); Ctrl-C exits 130; with
-``--debug`` the traceback is shown instead.
+``--debug`` the traceback is shown instead.  fredask's warnings and library
+messages (``logging.getLogger("fredask")``, INFO) are one line each on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import warnings
 
 from fredask.cli import audit, bench, cluster, compare, demo, store
 from fredask.cli.checks import check_ranges
@@ -56,6 +59,38 @@ def one_line(error: BaseException) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+class _Stderr(logging.Handler):
+    """Library messages (``logging.getLogger("fredask")``) as plain lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr)  # the current stderr, also under capture
+        except (ValueError, OSError):
+            pass
+
+
+def show_library_messages(debug: bool = False) -> None:
+    """Print fredask's INFO messages (e.g. "features 'x' already hold ...: skipped")."""
+    logger = logging.getLogger("fredask")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        logger.addHandler(_Stderr())
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def _one_line_warnings(prefix: str):
+    """A ``warnings.showwarning`` printing fredask's warnings as ``<prefix>: warning: ...``."""
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        caveats = sys.modules.get("fredask.measures.caveats")  # loaded by whoever warns
+        if caveats is not None and issubclass(category, caveats.FredaskWarning):
+            print(f"{prefix}: warning: {message}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def _close_clusters() -> None:
     clients = sys.modules.get("fredask.cluster.clients")  # imported only if a command used it
     if clients is not None:
@@ -86,9 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo" and not args.model:
         args.model = list(demo.DEMO_MODELS)
     prefix = f"fredask {args.command}"
+    show_library_messages(args.debug)
     try:
-        check_ranges(args)
-        args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(prefix)
+            check_ranges(args)
+            args.func(args)
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -40,10 +40,10 @@ def with_metadata(result, **metadata):
 
 def store_features(path: Path) -> tuple[dict, object]:
     """Complete per-model arrays of a fredask store (or of any group's ``features/``)."""
-    from fredask.store.feature_store import StoreError, group_features
-
     if not Path(path).exists():
         raise CommandError(f"store {path} does not exist")
+    from fredask.store.feature_store import StoreError, group_features
+
     try:
         opened = open_store(path)
     except StoreError as error:
@@ -125,11 +125,11 @@ def ridge(args: argparse.Namespace):
 
 def compare_atoms(args: argparse.Namespace, metrics: list[str], kind: str) -> None:
     """``compare`` at atom level: one matrix per metric, all checked first."""
+    features, store = store_features(args.store)
     import numpy as np
 
     from fredask.compare.matrix import check_comparison, reconstruction_matrix
 
-    features, store = store_features(args.store)
     if len(features) < 2:
         raise CommandError(
             f"{args.store}: need features of at least two models, found {list(features)}"

@@ -34,11 +34,11 @@ def open_store(path: str | Path, mode: str = "r"):
     -------
     FeatureStore
     """
-    from fredask.store.feature_store import FeatureStore
-
     path = Path(path)
     if not path.exists():
         raise CommandError(f"store {path} does not exist")
+    from fredask.store.feature_store import FeatureStore
+
     store = FeatureStore.open(path, mode=mode)
     try:  # the parts every command reads: the structure table and the features group
         store.n_atoms_per_structure()
@@ -90,7 +90,6 @@ def extract(args: argparse.Namespace) -> None:
         check_elements(extractors, table)
     client = cluster_client(args)
     store = FeatureStore.open_or_create(args.store, table, what=what)
-    overwrite = {"overwrite": True} if args.overwrite else {}
     for extractor in extractors:
         start = time.perf_counter()
         report = run(
@@ -99,7 +98,7 @@ def extract(args: argparse.Namespace) -> None:
             client=client,
             batch_atoms=args.batch_atoms,
             skip_errors=args.skip_errors,
-            **overwrite,
+            overwrite=args.overwrite,
         )
         seconds = time.perf_counter() - start
         print(
@@ -114,11 +113,12 @@ def feature_files(items: list[str]) -> dict[str, Path]:
     features: dict[str, Path] = {}
     for item in items:
         name, _, path = item.partition("=")
-        if not path or not name.strip():
+        name = name.strip()
+        if not path or not name:
             raise CommandError(f"--features takes NAME=PATH, got {item!r}")
         if name in features:
             raise CommandError(f"--features names {name!r} twice")
-        features[name.strip()] = Path(path)
+        features[name] = Path(path)
     existing_files(features.values(), "features file")
     return features
 
@@ -138,25 +138,6 @@ def check_feature_files(features: dict[str, Path], key: str | None, n_atoms: int
             )
 
 
-def check_replacements(store, features: dict[str, Path], overwrite: bool) -> None:
-    """Refuse to replace stored features with another source unless ``overwrite``."""
-    from fredask.store.structures import file_hash
-
-    if store is None or overwrite:
-        return
-    stored = set(store.feature_names(complete_only=False))
-    for name, path in features.items():
-        if name not in stored:
-            continue
-        attrs = store.features(name).attrs
-        recorded = attrs.get("source_hash")
-        if recorded is not None and recorded != file_hash(path):
-            raise CommandError(
-                f"features {name!r} already hold {attrs.get('source_file', 'another source')}, "
-                f"not {path}; pass --overwrite to replace them"
-            )
-
-
 def ingest(args: argparse.Namespace) -> None:
     """Bring existing feature files into a store."""
     from fredask.store.ingest import ingest as run
@@ -165,16 +146,15 @@ def ingest(args: argparse.Namespace) -> None:
     paths = existing_files(args.structures, "structure file")
     new_store_path(args.store)
     table = read_structure_files(paths)
-    store = target_store(args.store, table, "the structure files")
+    target_store(args.store, table, "the structure files")
     check_feature_files(features, args.key, table.n_atoms_total)
-    check_replacements(store, features, args.overwrite)
     store = run(
         args.store,
         table,
         features,
         key=args.key,
         command=shlex.join(sys.argv),
-        **({"overwrite": True} if args.overwrite else {}),
+        overwrite=args.overwrite,
     )
     print(store.info())
 
