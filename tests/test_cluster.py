@@ -346,3 +346,75 @@ def test_cli_cluster_option_errors_are_one_line(tmp_path):
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
         with pytest.raises(SystemExit, match=r"--cluster tcp://127\.0\.0\.1:9: "):
             cli_main(["compare", str(store), "--cluster", "tcp://127.0.0.1:9"])
+
+
+# -- progress output ---------------------------------------------------------------
+
+
+def _slow_sum(n_tasks: int, seconds: float):
+    import time
+
+    import dask.array as da
+
+    def slow(block):
+        time.sleep(seconds)
+        return block
+
+    return da.ones(n_tasks, chunks=1).map_blocks(slow).sum()
+
+
+def test_log_lines_are_rate_limited_and_end_with_done():
+    import io
+
+    from fredask.cluster.progress import LogLines
+
+    stream = io.StringIO()
+    lines = LogLines(stream, interval=5.0)
+    for elapsed in (0.1, 1.0, 4.9):
+        lines(1, 10, elapsed)
+    assert stream.getvalue() == ""  # shorter than the interval: nothing
+    for elapsed in (5.0, 6.0, 9.9, 10.0, 12.0):
+        lines(int(elapsed), 20, elapsed)
+    lines(20, 20, 12.5, final=True)
+    assert stream.getvalue().splitlines() == [
+        "progress: 25% of 20 tasks, 5.00 s",
+        "progress: 50% of 20 tasks, 10.00 s",
+        "progress: 100% of 20 tasks, 12.50 s (done)",
+    ]
+    quiet = LogLines(io.StringIO(), interval=5.0)
+    quiet(3, 3, 0.2, final=True)
+    assert quiet.stream.getvalue() == ""  # a short pass writes nothing at all
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "distributed"])
+def test_progress_in_a_log_is_lines_not_redraws(scheduler, capsys, monkeypatch):
+    from fredask.cluster.clients import compute
+
+    monkeypatch.setenv("FREDASK_PROGRESS_INTERVAL", "0.2")
+    work = _slow_sum(12, 0.1)
+    if scheduler == "threads":
+        assert compute(work, "threads", progress=True) == 12
+    else:
+        with distributed.Client(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+        ) as client:
+            assert compute(work, client, progress=True) == 12
+    out, err = capsys.readouterr()  # captured stderr is not a terminal
+    assert out == "" and "\r" not in err
+    lines = err.splitlines()
+    assert 2 <= len(lines) <= 12, err  # ~0.6 s of work, a line per 0.2 s, not 10 per second
+    assert all(line.startswith("progress: ") for line in lines)
+    assert lines[-1].endswith("(done)")
+
+
+def test_progress_never_imports_tqdm():
+    code = (
+        "import sys, dask.array as da; from fredask.cluster.clients import compute; "
+        "x = da.ones(8, chunks=2).sum(); compute(x, 'threads'); compute(x, 'sync', progress=True); "
+        "print('tqdm' in sys.modules)"
+    )
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False" and "TqdmWarning" not in done.stderr

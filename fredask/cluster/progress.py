@@ -42,7 +42,7 @@ def is_terminal(stream: TextIO | None = None) -> bool:
 
 
 class LogLines:
-    """Writes ``progress: 40% of 120 tasks, 12.0s`` at most once per ``interval`` seconds.
+    """Writes ``progress: 40% of 120 tasks, 12.00 s`` at most once per ``interval`` seconds.
 
     A pass shorter than ``interval`` writes nothing; a longer one ends with a
     ``(done)`` line.
