@@ -181,6 +181,7 @@ def test_cli_cumulants_and_structure_level_compare(store, tmp_path, capsys):
         saved = np.load(output / f"{stem}_split.npz")
         assert saved["test_idx"].size == 60
     data = json.loads((output / "orders_a_gfre.json").read_text())
-    assert set(data) == {"order 1", "order 2"}
+    assert set(data["paper"]) == {"order 1", "order 2"}
+    assert (data["level"], data["model"], data["n_test"]) == ("order", "a", 60)
     with pytest.raises(SystemExit, match=r"order must lie in 1\.\.8"):
         cli_main(["cumulants", str(store.path), "--order", "9", "--cluster", "sync"])
