@@ -11,6 +11,7 @@ and real runs are skipped unless the package and a model file are available.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import os
 import pickle
@@ -520,3 +521,53 @@ def test_uma_hooks_the_energy_head_input(tmp_path, monkeypatch):
         "input of output_heads.energyandforcehead.energy_block"
     )
     assert pickle.loads(pickle.dumps(extractor))._unit is None
+
+
+def test_preset_options_and_readiness(tmp_path):
+    from fredask.extract.presets import ModelSpecError, check_ready, preset_options
+
+    assert preset_options("chgnet:0.3.0") == ("layer", "vacuum", "batch_atoms")
+    assert preset_options("sevenn:7net-mf-0") == ("modal", "stop_at_hook")
+    assert preset_options("sevenn:7net-0") == ("stop_at_hook",)  # one fidelity: no modal
+    assert preset_options("mace:any.model") == ("layer", "head")
+    with pytest.raises(ModelSpecError, match="unknown model prefix 'orb'"):
+        preset_options("orb:v3")
+    with pytest.raises(ModelSpecError, match=r"mace-absent: (model file .*absent\.model|.*pip)"):
+        check_ready(get_extractor(f"mace:{tmp_path / 'absent.model'}"))
+    if importlib.util.find_spec("chgnet") is not None:
+        check_ready(get_extractor("chgnet:0.3.0"))  # located, not imported or loaded
+
+
+def test_cli_options_reach_the_presets():
+    import argparse
+
+    from fredask.cli.checks import CommandError
+    from fredask.cli.models import add_model_arguments, build_extractors, model_options
+
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+
+    def extractors(specs, *argv):
+        return build_extractors(specs, model_options(parser.parse_args(list(argv))))
+
+    pytest.importorskip("sevenn")
+    pytest.importorskip("chgnet")
+    names = [e.name for e in extractors(["sevenn:7net-mf-0", "chgnet:0.3.0"], "--modal", "PBE")]
+    assert names == ["sevenn-7net-mf-0-pbe", "chgnet-0.3.0"]
+    (chgnet,) = extractors(["chgnet:0.3.0"], "--layer", "readout", "--option", "vacuum=12")
+    assert chgnet.name == "chgnet-0.3.0-readout" and chgnet.vacuum == 12.0
+    (chgnet,) = extractors(["chgnet:0.2.0"], "--option", "layer=-1")
+    assert chgnet.layer == -1
+    (sevenn,) = extractors(
+        ["sevenn:7net-mf-0"], "--option", "modal=r2scan", "--option", "stop_at_hook=false"
+    )
+    assert sevenn.modal == "R2SCAN" and sevenn.stop_at_hook is False
+    with pytest.raises(
+        CommandError,
+        match=r"no --model takes the option head \(chgnet:0\.3\.0 takes layer, vacuum, ",
+    ):
+        extractors(["chgnet:0.3.0"], "--option", "head=x")
+    with pytest.raises(CommandError, match="--layer and --option layer= both given"):
+        extractors(["chgnet:0.3.0"], "--layer", "1", "--option", "layer=2")
+    with pytest.raises(CommandError, match=r"gives the features chgnet-0\.3\.0 twice"):
+        extractors(["chgnet:0.3.0", "CHGNET:0.3.0"])
