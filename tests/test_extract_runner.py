@@ -87,10 +87,19 @@ def _start(tmp_path, store, delay):
 
 def _wait_for(condition, timeout=120.0):
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not _holds(condition):
         if time.monotonic() > deadline:
             raise TimeoutError
         time.sleep(0.05)
+
+
+def _holds(condition) -> bool:
+    """``condition()``, False while it cannot read what a writer is rewriting (a progress
+    chunk caught mid-write fails its checksum)."""
+    try:
+        return bool(condition())
+    except (OSError, ValueError):
+        return False
 
 
 def test_killed_extraction_resumes_to_identical_arrays(tmp_path, store):
@@ -124,8 +133,8 @@ def test_killed_extraction_resumes_to_identical_arrays(tmp_path, store):
 def test_concurrent_extraction_into_the_same_features_is_refused(tmp_path, store):
     process = _start(tmp_path, store, delay=0.05)
     try:
-        # progress/<name> is created while the writer holds the lock
-        _wait_for(lambda: (store.path / "progress" / "tiny-embed").exists())
+        # staging/progress/<name> is created while the writer holds the lock
+        _wait_for(lambda: (store.path / "staging" / "progress" / "tiny-embed").exists())
         assert process.poll() is None
         with pytest.raises(StoreError, match="another process is writing features 'tiny-embed'"):
             extract(store.path, _embed(), client="sync", progress=False)
@@ -200,7 +209,7 @@ def test_killed_worker_is_retried_and_the_store_is_exact(tmp_path, store):
             _wait_for(
                 lambda: (
                     len(store.pending_chunks("tiny-embed")) < store.n_chunks
-                    if "tiny-embed" in store.group["progress"]
+                    if store.has_features("tiny-embed")
                     else False
                 )
             )
@@ -210,7 +219,9 @@ def test_killed_worker_is_retried_and_the_store_is_exact(tmp_path, store):
         killer.start()
         report = extract(store, _embed(delay=0.02), client=client, progress=False)
         killer.join()
-        assert victim not in client.run(os.getpid).values()
+
+        # the scheduler may still list the dead worker for a while: skip it
+        assert victim not in client.run(os.getpid, on_error="ignore").values()
     assert report.chunks_computed == store.n_chunks
     assert (
         store.features("tiny-embed")[:].tobytes() == reference.features("tiny-embed")[:].tobytes()

@@ -13,7 +13,7 @@ ALLOWED = {
     "backend": set(),
     "cluster": set(),
     "store": set(),
-    "stats": {"backend", "cluster"},
+    "stats": {"backend", "cluster", "store"},
     "solvers": {"backend", "stats"},
     "measures": {"backend", "cluster", "stats", "solvers"},
     "metrics": {"backend", "cluster", "stats", "solvers", "measures"},

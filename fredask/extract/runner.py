@@ -8,6 +8,13 @@ restarted with the same command computes only the chunks not flagged yet;
 since every task is a deterministic function of its chunk, the finished store
 is byte-identical to an uninterrupted run.  Each worker process loads the
 model once.
+
+The features are written under the store's ``staging/`` and moved into
+``features/`` when complete.  Their source (the model's metadata: package,
+version, checkpoint hash, layer, options) is recorded: a run into a name that
+already holds features of the same source does nothing, one of another source
+is refused unless ``overwrite=True``, and a resumed run only continues a write
+of the same source.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import numpy as np
 
 from fredask.cluster.clients import resolve_client
 from fredask.extract.base import ExtractionError, Extractor, atom_batches
-from fredask.store.feature_store import FeatureStore
+from fredask.store.feature_store import FeatureStore, model_source
 
 #: Extractors loaded in this (worker) process, by the hash of their pickle.
 _LOADED: dict[str, tuple[Extractor, threading.Lock]] = {}
@@ -129,6 +136,7 @@ def extract(
     batch_atoms: int = 512,
     skip_errors: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> ExtractionReport:
     """Extract features of ``extractor`` for every structure of ``store``.
 
@@ -149,40 +157,43 @@ def extract(
         leave that structure's rows NaN and record it in the array's
         ``skipped`` attribute instead of failing.
     progress : bool
-        Show a progress bar with atoms per second.
+        Show a progress bar with atoms per second (in a log, not a terminal:
+        a line every 30 s).
+    overwrite : bool
+        Replace features of ``name`` from another source (or the same one):
+        the new array is written aside and swapped in when complete.
 
     Returns
     -------
     ExtractionReport
     """
     import dask
-    from tqdm.auto import tqdm
 
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store, mode="a")
     name = name or extractor.name
     path = str(store.path)
     key = hashlib.blake2b(cloudpickle.dumps(extractor), digest_size=16).hexdigest()
     scheduler = resolve_client(client)
+    source = model_source({k: v for k, v in extractor.metadata().items() if k != "model_dtype"})
     with store.writing(name):
-        if store.has_features(name):
-            n_features, dtype = store.features(name).shape[1], store.features(name).dtype
-            metadata = dict(store.features(name).attrs)
+        resuming = store.has_features(name) and not overwrite
+        if resuming and store.features(name).attrs.get("source_id") is not None:
+            old = store.features(name)
+            n_features, dtype, metadata = old.shape[1], old.dtype, dict(old.attrs)
         else:
             n_features, dtype, metadata = _run(scheduler, probe, path, key, extractor)
             metadata["command"] = shlex.join(sys.argv)
-        store.create_features(name, n_features, dtype, metadata)
+        store.create_features(name, n_features, dtype, metadata, source, overwrite=overwrite)
         pending = store.pending_chunks(name)
         skipped = list(store.features(name).attrs.get("skipped", []))
-        bar = tqdm(
-            total=store.n_atoms, unit="atom", unit_scale=True, disable=not progress, desc=name
-        )
+        bar = progress_bar(store.n_atoms, name, progress)
         bar.update(store.n_atoms - sum(np.diff(store.chunk_bounds(i))[0] for i in pending))
         args = (key, extractor, batch_atoms, skip_errors)
         if isinstance(scheduler, str):
             with dask.config.set(scheduler=scheduler):
                 for index in pending:
                     _record(store, name, extract_chunk(path, name, index, *args), skipped, bar)
-        else:
+        elif pending:
             from distributed import as_completed
 
             futures = [
@@ -202,6 +213,31 @@ def _record(store: FeatureStore, name: str, result: dict, skipped: list, bar) ->
         skipped += [s for s in result["skipped"] if s["structure"] not in known]
         store.features(name).attrs["skipped"] = skipped
     bar.update(result["atoms"])
+
+
+def progress_bar(total: int, name: str, show: bool):
+    """A tqdm bar of atoms: live in a terminal or notebook; in a log file (a
+    batch job's output), one line every 30 s instead of ten redraws a second.
+
+    ``tqdm.auto`` only where a bar is shown, so a disabled bar in Jupyter
+    without ipywidgets prints no ``IProgress`` warning.
+    """
+    from tqdm import tqdm
+
+    if not show:
+        return tqdm(total=total, disable=True)
+    live = sys.stderr.isatty() or "ipykernel" in sys.modules
+    if live:
+        from tqdm.auto import tqdm
+    interval = 0.1 if live else 30.0
+    return tqdm(
+        total=total,
+        unit="atom",
+        unit_scale=True,
+        desc=name,
+        mininterval=interval,
+        maxinterval=max(10.0, interval),
+    )
 
 
 def _run(scheduler, function, *args):

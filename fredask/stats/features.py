@@ -78,7 +78,7 @@ def _as_array(name: str, value):
     if hasattr(value, "dims") and hasattr(value, "data"):  # xarray.DataArray
         return _as_array(name, value.data)
     if is_zarr_array(value):
-        return da.from_zarr(value)
+        return zarr_rows(value)
     arr = np.asarray(value)
     if arr.dtype == object:
         raise TypeError(f"features {name!r} are not a numeric array")
@@ -113,7 +113,24 @@ def from_zarr_in_tasks(array, task_bytes: int = TASK_BYTES, min_tasks: int = 4) 
     n_chunks = -(-int(array.shape[0]) // storage_rows)
     chunk_bytes = storage_rows * int(np.prod(array.shape[1:])) * array.dtype.itemsize
     group = max(1, min(task_bytes // max(chunk_bytes, 1), n_chunks // min_tasks))
-    return da.from_zarr(array, chunks=(group * storage_rows, *array.shape[1:]))
+    return zarr_rows(array, chunks=(group * storage_rows, *array.shape[1:]))
+
+
+def zarr_rows(array, chunks=None) -> da.Array:
+    """A Zarr array as Dask (its own chunks by default), reading through
+    :class:`fredask.store.integrity.ChunkReader`: a damaged or missing chunk
+    file fails the task with one line naming the file, instead of a bare
+    checksum error or silent NaN rows."""
+    from fredask.store.integrity import ChunkReader
+
+    reader = ChunkReader(array)
+    return da.from_array(
+        reader,
+        chunks=array.chunks if chunks is None else chunks,
+        name=f"zarr-rows-{reader.token()}",
+        asarray=False,
+        meta=np.empty((0,) * array.ndim, dtype=array.dtype),
+    )
 
 
 def as_feature_set(

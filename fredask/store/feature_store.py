@@ -1,9 +1,10 @@
 """The feature store: per-atom features of many models in one Zarr v3 group.
 
-Layout (format version 1; every array has dimension names, so
-``xarray.open_zarr(path, group="structures")`` and ``group="features"`` work)::
+Layout (format version 2; every array has dimension names, so
+``xarray.open_zarr(path, group="structures")`` and ``group="features"`` work,
+and the metadata is consolidated, so they open without warnings)::
 
-    /                       attrs["fredask"] = {"format_version": 1, "chunk_rows": C, ...}
+    /                       attrs["fredask"] = {"format_version": 2, "chunk_rows": C, ...}
     structures/n_atoms      (structure,)           int64
     structures/offset       (structure,)           int64   first atom row
     structures/fingerprint  (structure,)           uint64  hash of numbers, positions, cell, pbc
@@ -18,18 +19,39 @@ Layout (format version 1; every array has dimension names, so
     progress/<name>         (chunk,)               uint8   1 once a row chunk is written
     structure_features/<name>/cumulants  (structure, <name>_cumulant)  float64
                             per-structure cumulants of features/<name> (fredask.structure.stored)
+    staging/features/<name>, staging/progress/<name>
+                            features being written (an extraction, an ingest, an overwrite)
+    locks/<name>            an empty group whose zarr.json a writer of <name> locks
 
-All feature arrays share the row chunking ``C``, so the engine reads one chunk
-of every model at a time.  A features array is listed as complete only when
-every row chunk has been written (``attrs["complete"]``); an interrupted
-extraction leaves it incomplete and resumes from ``progress/<name>``.
+Integrity.  Every array ends its codec chain in a CRC-32C checksum, and every
+chunk is written (also chunks equal to the fill value), so a flipped bit or a
+deleted chunk file is found (:mod:`fredask.store.integrity`) instead of read as
+numbers.  ``progress/<name>`` records the shape, chunks, dtype and source the
+features array must have, so an edited ``zarr.json`` is found too.
+
+Provenance.  Every features array records its ``source`` (the ingested file's
+hash and key, or the model, checkpoint hash, layer and settings of an
+extraction) and ``source_id``, a hash of it.  Writing a name again from the same
+source is skipped; from another source it is refused unless ``overwrite=True``.
+
+Atomic writes.  Features are written under ``staging/`` and moved into
+``features/`` (replacing an old array) only once every row chunk is written, so
+``features/`` holds only complete arrays and an overwrite never leaves a mix.
+An interrupted extraction resumes from ``staging/progress/<name>``, only from
+the same source.  All feature arrays share the row chunking ``C``, so the engine
+reads one chunk of every model at a time.
 """
 
 from __future__ import annotations
 
 import datetime
 import fcntl
+import hashlib
+import json
+import logging
 import os
+import shutil
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,12 +61,15 @@ import pandas as pd
 import zarr
 
 from fredask.errors import FredaskError
+from fredask.store.integrity import checksummed, damaged_chunks, has_checksum, missing_chunk_files
 from fredask.store.structures import StructureTable, structures_overlapping
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_CHUNK_ROWS = 32_768
 #: The group of structure-level arrays (``structure_features/<name>/<kind>``).
 STRUCTURE_GROUP = "structure_features"
+#: The group of features being written (moved into ``features/`` when complete).
+STAGING = "staging"
 _TABLE_FIELDS = ("n_atoms", "offset", "fingerprint", "subset", "source_file", "source_index")
 _DIMENSIONS = {
     "cell": ("structure", "cell_vector", "xyz"),
@@ -54,8 +79,42 @@ _DIMENSIONS = {
 }
 
 
+LOG = logging.getLogger("fredask")
+#: Metadata keys that describe a run, not the features (left out of an extraction's source).
+RUN_KEYS = ("command", "created", "checkpoint", "complete", "skipped", "source", "source_id")
+#: Writes every chunk, also those equal to the fill value, so a missing file is damage.
+_ALL_CHUNKS = {"write_empty_chunks": True}
+
+
 class StoreError(FredaskError, ValueError):
     """The path is not a (readable) fredask store, or the request does not fit it."""
+
+
+def source_id(source: Mapping[str, object]) -> str:
+    """A hash of a features source (a canonical JSON of the mapping)."""
+    text = json.dumps(dict(source), sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def describe_source(source: Mapping[str, object] | None) -> str:
+    """A short human description of a features source, for messages."""
+    if not source:
+        return "an unrecorded source"
+    source = dict(source)
+    if source.get("kind") == "file":
+        key = f", key {source['key']}" if source.get("key") else ""
+        return f"file {source.get('file')} (hash {str(source.get('hash'))[:12]}{key})"
+    parts = [f"model {source.get('model', '?')}"]
+    for key in ("checkpoint_hash", "layer", "modal", "package_version"):
+        if source.get(key) not in (None, ""):
+            value = str(source[key])
+            parts.append(f"{key.replace('_', ' ')} {value[:12] if 'hash' in key else value}")
+    return ", ".join(parts)
+
+
+def model_source(metadata: Mapping[str, object]) -> dict[str, object]:
+    """The source of features an extractor (or a generator) with ``metadata`` writes."""
+    return {"kind": "model", **{k: v for k, v in metadata.items() if k not in RUN_KEYS}}
 
 
 def default_chunk_rows(n_atoms: int) -> int:
@@ -100,8 +159,9 @@ class FeatureStore:
             values = getattr(structures, name)
             chunks = (chunk_rows * 4, *values.shape[1:])
             _write_array(table, name, values, _DIMENSIONS[name], chunks)
-        group.create_group("features")
-        group.create_group("progress")
+        for name in ("features", "progress", "locks", STAGING, f"{STAGING}/features"):
+            group.require_group(name)
+        group.require_group(f"{STAGING}/progress")
         group.attrs["fredask"] = {
             "format_version": FORMAT_VERSION,
             "chunk_rows": chunk_rows,
@@ -109,19 +169,26 @@ class FeatureStore:
             "n_atoms": structures.n_atoms_total,
             "created": _now(),
         }
-        return cls(group, path)
+        store = cls(group, path)
+        store.consolidate()
+        return store
 
     @classmethod
     def open_or_create(
         cls, path: str | Path, structures: StructureTable, what: str = "the structures"
     ) -> FeatureStore:
         """Open ``path`` for appending if it exists (checking that it holds
-        ``structures``, described as ``what`` in errors), else create it."""
-        if Path(path).exists():
+        ``structures``, described as ``what`` in errors), else create it.
+
+        An existing folder that is not a fredask store is refused (nothing is
+        written into it); an empty folder is used.
+        """
+        path = Path(path)
+        if path.exists() and not (path.is_dir() and not any(path.iterdir())):
             store = cls.open(path, mode="a")
             store.check_fingerprints(structures.fingerprint, what=what)
             return store
-        return cls.create(path, structures)
+        return cls.create(path, structures, overwrite=path.exists())
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r") -> FeatureStore:
@@ -129,8 +196,10 @@ class FeatureStore:
         path = Path(path)
         if not path.exists():
             raise StoreError(f"{path}: no such store")
+        if not (path / "zarr.json").is_file():
+            raise StoreError(f"{path}: not a fredask store (no zarr.json); choose a new path")
         try:
-            group = zarr.open_group(path, mode=mode)
+            group = zarr.open_group(path, mode=mode, use_consolidated=False)
         except Exception as error:
             raise StoreError(f"{path}: not a Zarr group ({error})") from error
         meta = group.attrs.get("fredask")
@@ -141,7 +210,29 @@ class FeatureStore:
                 f"{path}: store format version {meta['format_version']} is newer than this "
                 f"fredask understands ({FORMAT_VERSION}); upgrade fredask"
             )
+        if meta["format_version"] < FORMAT_VERSION:
+            raise StoreError(
+                f"{path}: store format {meta['format_version']} has no chunk checksums or "
+                f"source records; fredask now writes format {FORMAT_VERSION}: extract or "
+                "ingest its features into a new store"
+            )
+        for name in ("structures", "features", "progress"):
+            if name not in group:
+                raise StoreError(f"{path}: damaged store, its {name}/ group is missing")
+        if mode != "r":
+            for name in ("locks", f"{STAGING}/features", f"{STAGING}/progress"):
+                group.require_group(name)
         return cls(group, path)
+
+    def consolidate(self) -> None:
+        """Consolidate the metadata, for readers such as ``xarray.open_zarr``.
+
+        fredask itself never reads the consolidated copy (it opens with
+        ``use_consolidated=False``), so a stale copy cannot mislead it.
+        """
+        with warnings.catch_warnings():  # "not part of the Zarr format 3 specification"
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(self.path)
 
     # -- structures ----------------------------------------------------------------
     @property
@@ -241,29 +332,46 @@ class FeatureStore:
     # -- features ------------------------------------------------------------------
     def feature_names(self, complete_only: bool = True) -> list[str]:
         """Models with features in the store (by default only complete ones)."""
-        features = self.group["features"]
-        return sorted(
-            name
-            for name in features.array_keys()
-            if not complete_only or features[name].attrs.get("complete", False)
-        )
+        names = set(self.group["features"].array_keys())
+        if not complete_only:
+            names |= set(self._staging("features").array_keys())
+        return sorted(names)
 
     def has_features(self, name: str) -> bool:
-        """Whether a features array (complete or not) named ``name`` exists."""
+        """Whether features named ``name`` exist (complete, or being written)."""
+        return name in self.group["features"] or name in self._staging("features")
+
+    def is_complete(self, name: str) -> bool:
+        """Whether complete features named ``name`` exist."""
         return name in self.group["features"]
 
     def features(self, name: str) -> zarr.Array:
-        """The features array of model ``name``."""
-        if name not in self.group["features"]:
-            raise StoreError(f"{self.path}: no features named {name!r}")
-        return self.group["features"][name]
+        """The features of model ``name``: the complete array, else the one being written."""
+        if name in self.group["features"]:
+            return self.group["features"][name]
+        if name in self._staging("features"):
+            return self._staging("features")[name]
+        raise StoreError(f"{self.path}: no features named {name!r}")
 
     def feature_arrays(self, names=None) -> dict[str, zarr.Array]:
-        """Complete features arrays, by name, for the comparison engine."""
+        """Complete features arrays, by name, for the comparison engine.
+
+        Runs the cheap checks of :meth:`check` on them first (shapes against
+        their records, missing chunk files, checksums configured).
+        """
         names = self.feature_names() if names is None else list(names)
-        incomplete = [n for n in names if not self.features(n).attrs.get("complete", False)]
+        incomplete = [n for n in names if not self.is_complete(n)]
+        unknown = [n for n in incomplete if not self.has_features(n)]
+        if unknown:
+            raise StoreError(
+                f"{self.path}: no features named {unknown}; it has {self.feature_names()}"
+            )
         if incomplete:
             raise StoreError(f"{self.path}: features {incomplete} are incomplete; resume them")
+        problems = self.check(names)
+        if problems:
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            raise StoreError(f"{problems[0]}{more}; run `fredask verify {self.path}`")
         return {name: self.features(name) for name in names}
 
     def skipped_structures(self, names=None) -> np.ndarray:
@@ -272,119 +380,251 @@ class FeatureStore:
         skipped = {s["structure"] for n in names for s in self.features(n).attrs.get("skipped", [])}
         return np.array(sorted(skipped), dtype=np.int64)
 
+    def skipped_reasons(self, names=None) -> dict[int, str]:
+        """Why each skipped structure was skipped (the first model's reason), by structure."""
+        names = self.feature_names() if names is None else names
+        reasons: dict[int, str] = {}
+        for name in names:
+            for entry in self.features(name).attrs.get("skipped", []):
+                reasons.setdefault(int(entry["structure"]), str(entry.get("reason", "")))
+        return dict(sorted(reasons.items()))
+
     def usable_structures(self, names=None) -> np.ndarray:
         """Structures that no model in ``names`` skipped."""
         return np.setdiff1d(np.arange(self.n_structures), self.skipped_structures(names))
 
     def usable_rows(self, names=None) -> np.ndarray:
         """Rows of structures that no model in ``names`` skipped (``skip_errors``)."""
-        skipped = self.skipped_structures(names)
-        keep = np.ones(self.n_atoms, dtype=bool)
+        return np.flatnonzero(~self._skipped_row_mask(self.skipped_structures(names)))
+
+    def _skipped_row_mask(self, skipped) -> np.ndarray:
+        mask = np.zeros(self.n_atoms, dtype=bool)
         table = self.group["structures"]
         offset, n_atoms = table["offset"][:], table["n_atoms"][:]
         for s in skipped:
-            keep[offset[s] : offset[s] + n_atoms[s]] = False
-        return np.flatnonzero(keep)
+            mask[offset[s] : offset[s] + n_atoms[s]] = True
+        return mask
 
     def create_features(
-        self, name: str, n_features: int, dtype, metadata: Mapping[str, object]
+        self,
+        name: str,
+        n_features: int,
+        dtype,
+        metadata: Mapping[str, object],
+        source: Mapping[str, object] | None = None,
+        overwrite: bool = False,
     ) -> zarr.Array:
-        """Create (or reopen, when it matches) an empty features array for ``name``.
+        """Begin (or resume) writing features ``name`` from ``source``.
 
-        Reopening an incomplete array with the same shape, dtype and model
-        metadata is how an interrupted extraction resumes.
+        * complete features of ``name`` from the same source: kept (logged),
+          nothing to write (:meth:`pending_chunks` is empty);
+        * from another source: refused, naming both, unless ``overwrite``;
+        * an unfinished write of ``name`` from the same source, same shape:
+          resumed (how an interrupted extraction continues); from another
+          source: refused unless ``overwrite`` (then it starts again).
+
+        New arrays are written under ``staging/`` and replace ``features/<name>``
+        in :meth:`finish_features`.
+
+        Parameters
+        ----------
+        name : str
+            Name of the features in the store.
+        n_features : int
+        dtype : float32 or float64
+        metadata : mapping
+            Recorded as the array's attributes (``model``, ``package``, ...).
+        source : mapping, optional
+            What the values are a function of (default: :func:`model_source`
+            of ``metadata``).
+        overwrite : bool
+            Replace features of ``name`` from any source.
+
+        Returns
+        -------
+        zarr.Array
+            The array being written (or the complete one, when kept).
         """
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise StoreError(f"features must be float32 or float64, got {dtype}")
-        features = self.group["features"]
-        if name in features:
-            existing = features[name]
-            same = (
-                existing.shape == (self.n_atoms, n_features)
-                and existing.dtype == dtype
-                and existing.attrs.get("model") == metadata.get("model")
-            )
-            if not same:
+        source = dict(model_source(metadata) if source is None else source)
+        ident = source_id(source)
+        if self.is_complete(name):
+            existing = self.group["features"][name]
+            if not overwrite:
+                if existing.attrs.get("source_id") == ident:
+                    LOG.info("features %r already hold %s: kept", name, describe_source(source))
+                    return existing
                 raise StoreError(
-                    f"{self.path}: features {name!r} exist with shape {existing.shape}, "
-                    f"dtype {existing.dtype}, model {existing.attrs.get('model')!r}; "
-                    "choose another name or delete them"
+                    f"{self.path}: features {name!r} exist from "
+                    f"{describe_source(existing.attrs.get('source'))}, not from "
+                    f"{describe_source(source)}; pass overwrite (--overwrite) to replace them, "
+                    "or choose another name"
                 )
-            return existing
-        array = features.create_array(
+        staged = self._staging("features")
+        if name in staged:
+            old = staged[name]
+            same = (
+                old.shape == (self.n_atoms, n_features)
+                and old.dtype == dtype
+                and old.attrs.get("source_id") == ident
+            )
+            if same and not overwrite:
+                LOG.info("features %r: resuming the write from %s", name, describe_source(source))
+                return old
+            if not overwrite:
+                raise StoreError(
+                    f"{self.path}: an unfinished write of features {name!r} from "
+                    f"{describe_source(old.attrs.get('source'))} exists, not from "
+                    f"{describe_source(source)}; pass overwrite (--overwrite) to start again"
+                )
+            self.discard_features(name)
+        array = staged.create_array(
             name,
             shape=(self.n_atoms, n_features),
             chunks=(self.chunk_rows, n_features),
             dtype=dtype,
             fill_value=np.nan,
+            compressors=checksummed(),
             dimension_names=("atom", f"{name}_feature"),
         )
-        array.attrs.update({**metadata, "dtype": str(dtype), "created": _now(), "complete": False})
-        progress = self.group["progress"].create_array(
+        array.attrs.update(
+            {
+                **metadata,
+                "dtype": str(dtype),
+                "created": _now(),
+                "complete": False,
+                "source": source,
+                "source_id": ident,
+            }
+        )
+        progress = self._staging("progress").create_array(
             name,
             shape=(self.n_chunks,),
             chunks=(1,),
             dtype="uint8",
             fill_value=0,
+            compressors=checksummed(compress=False),
             dimension_names=("chunk",),
         )
-        progress.attrs["chunk_rows"] = self.chunk_rows
+        progress.attrs.update(
+            {
+                "chunk_rows": self.chunk_rows,
+                "shape": list(array.shape),
+                "chunks": list(array.chunks),
+                "dtype": str(dtype),
+                "source_id": ident,
+            }
+        )
         return array
 
+    def discard_features(self, name: str) -> None:
+        """Delete the unfinished write of ``name`` (``staging/``), if any."""
+        for kind in ("features", "progress"):
+            shutil.rmtree(self.path / STAGING / kind / name, ignore_errors=True)
+
     def pending_chunks(self, name: str) -> list[int]:
-        """Row chunks of ``name`` not written yet."""
-        return [int(i) for i in np.flatnonzero(self.group["progress"][name][:] == 0)]
+        """Row chunks of ``name`` not written yet (none once it is complete)."""
+        if name in self._staging("progress"):
+            return [int(i) for i in np.flatnonzero(self._staging("progress")[name][:] == 0)]
+        if self.is_complete(name):
+            return []
+        raise StoreError(f"{self.path}: no features named {name!r}")
 
     def write_chunk(self, name: str, index: int, values: np.ndarray) -> None:
-        """Write row chunk ``index`` of ``name``, then mark it done.
+        """Write row chunk ``index`` of the features being written as ``name``, then
+        mark it done.
 
         One call writes exactly one Zarr chunk, so tasks writing different
         chunks never touch the same object.
         """
         start, stop = self.chunk_bounds(index)
-        array = self.features(name)
+        if name not in self._staging("features"):
+            raise StoreError(f"{self.path}: features {name!r} are not being written")
+        array = self._staging("features")[name]
         if values.shape != (stop - start, array.shape[1]):
             raise StoreError(
                 f"chunk {index} of {name!r} needs shape {(stop - start, array.shape[1])}, "
                 f"got {values.shape}"
             )
-        array[start:stop] = values
-        self.group["progress"][name][index] = 1
+        array.with_config(_ALL_CHUNKS)[start:stop] = values
+        self._staging("progress")[name].with_config(_ALL_CHUNKS)[index] = 1
 
     def finish_features(self, name: str) -> None:
-        """Mark ``name`` complete once every chunk is written."""
+        """Move ``name`` into ``features/`` once every chunk is written.
+
+        Replaces complete features of the same name: the old array is moved
+        aside, the new one moved in, then the old one deleted, so readers see
+        the old or the new array, never a mix.
+        """
+        if name not in self._staging("features"):
+            if self.is_complete(name):
+                return
+            raise StoreError(f"{self.path}: no features named {name!r}")
         pending = self.pending_chunks(name)
         if pending:
             raise StoreError(f"features {name!r} still miss {len(pending)} chunks")
-        self.features(name).attrs["complete"] = True
+        self._staging("features")[name].attrs["complete"] = True
+        aside = self.path / STAGING / f"replaced-{name}"
+        shutil.rmtree(aside, ignore_errors=True)
+        aside.mkdir(parents=True)
+        for kind in ("features", "progress"):
+            final = self.path / kind / name
+            if final.exists():
+                os.replace(final, aside / kind)
+        for kind in ("features", "progress"):
+            os.replace(self.path / STAGING / kind / name, self.path / kind / name)
+        shutil.rmtree(aside, ignore_errors=True)
+        self.consolidate()
 
     def add_features(
-        self, name: str, values, metadata: Mapping[str, object], fingerprints=None
+        self,
+        name: str,
+        values,
+        metadata: Mapping[str, object],
+        fingerprints=None,
+        source: Mapping[str, object] | None = None,
+        overwrite: bool = False,
     ) -> zarr.Array:
-        """Write a whole in-memory (or Dask) array of features for model ``name``."""
+        """Write a whole in-memory (or Dask) array of features for model ``name``.
+
+        All or nothing: on any failure (NaN rows, a full disk) the partial
+        write is deleted and features already stored under ``name`` stay.
+        ``source`` and ``overwrite`` are those of :meth:`create_features`.
+        """
         if fingerprints is not None:
             self.check_fingerprints(fingerprints, what=f"features {name!r}")
         if values.ndim != 2 or values.shape[0] != self.n_atoms:
             raise StoreError(
                 f"features {name!r} have shape {values.shape}; the store holds {self.n_atoms} atoms"
             )
-        self.create_features(name, values.shape[1], values.dtype, metadata)
-        for index in self.pending_chunks(name):
-            start, stop = self.chunk_bounds(index)
-            block = np.asarray(values[start:stop])
-            if not np.isfinite(block).all():
-                bad = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
-                raise StoreError(f"features {name!r} hold NaN or infinite values (row {bad})")
-            self.write_chunk(name, index, block)
-        self.finish_features(name)
+        self.create_features(name, values.shape[1], values.dtype, metadata, source, overwrite)
+        try:
+            for index in self.pending_chunks(name):
+                start, stop = self.chunk_bounds(index)
+                block = np.asarray(values[start:stop])
+                if not np.isfinite(block).all():
+                    bad = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+                    raise StoreError(f"features {name!r} hold NaN or infinite values (row {bad})")
+                self.write_chunk(name, index, block)
+            self.finish_features(name)
+        except BaseException:
+            self.discard_features(name)
+            raise
         return self.features(name)
 
     @contextmanager
     def writing(self, name: str) -> Iterator[None]:
-        """Hold the store's write lock for ``name``; a second writer is refused."""
-        lock_path = self.path / f".lock-{name}"
-        handle = open(lock_path, "w")
+        """Hold the store's write lock for ``name``; a second writer is refused.
+
+        The lock is an ``flock`` on ``locks/<name>/zarr.json`` (an empty Zarr
+        group, so the lock file does not disturb Zarr's listings).
+        """
+        lock_path = self.path / "locks" / name / "zarr.json"
+        if not lock_path.exists():
+            self.group.require_group("locks").require_group(name)
+        handle = open(lock_path, "rb")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -393,12 +633,18 @@ class FeatureStore:
                 f"{self.path}: another process is writing features {name!r}; wait for it or stop it"
             ) from None
         try:
-            handle.write(str(os.getpid()))
-            handle.flush()
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
+
+    def _staging(self, kind: str) -> zarr.Group:
+        key = f"{STAGING}/{kind}"
+        if key not in self.group:
+            if self.group.read_only:
+                return zarr.open_group(zarr.storage.MemoryStore(), mode="w")  # nothing staged
+            self.group.require_group(key)
+        return self.group[key]
 
     # -- structure-level features -------------------------------------------------
     def structure_features(self, name: str, kind: str = "cumulants") -> zarr.Array | None:
@@ -428,8 +674,9 @@ class FeatureStore:
     ) -> zarr.Array:
         """Create (replacing any old one) an empty, incomplete ``(structure, column)`` array.
 
-        ``compressors=None`` stores it uncompressed; the caller marks it
-        complete (``attrs["complete"] = True``) once every chunk is written.
+        ``compressors=None`` stores it uncompressed (but checksummed); the
+        caller writes every chunk with ``array.with_config(write_empty_chunks=True)``
+        (:meth:`writable`) and then calls :meth:`finish_structure_features`.
         """
         array = (
             self.group.require_group(STRUCTURE_GROUP)
@@ -440,7 +687,7 @@ class FeatureStore:
                 chunks=(chunk_structures, n_columns),
                 dtype="float64",
                 fill_value=float("nan"),
-                compressors=compressors,
+                compressors=checksummed(compress=False) if compressors is None else compressors,
                 dimension_names=("structure", f"{name}_{kind.removesuffix('s')}"),
                 overwrite=True,
             )
@@ -448,9 +695,155 @@ class FeatureStore:
         array.attrs.update({**attributes, "created": _now(), "complete": False})
         return array
 
+    @staticmethod
+    def writable(array: zarr.Array) -> zarr.Array:
+        """``array`` configured to write every chunk (a missing chunk file is then damage)."""
+        return array.with_config(_ALL_CHUNKS)
+
+    def finish_structure_features(self, array: zarr.Array) -> None:
+        """Mark a structure-level array complete (every chunk written)."""
+        missing = missing_chunk_files(self.path, array)
+        if missing:
+            raise StoreError(f"{missing[0]}: chunk of {array.path} was not written")
+        array.attrs["complete"] = True
+        self.consolidate()
+
+    # -- integrity -----------------------------------------------------------------
+    def check(self, names=None) -> list[str]:
+        """Cheap checks (metadata and listings, no chunk reads): one line per problem.
+
+        The structure table against the atom count; each complete features
+        array (``names``, default all) against the shape, chunks, dtype and
+        source its progress array recorded, with a checksum in its codecs and
+        every chunk file present; each complete structure-level array with
+        every chunk file present.
+        """
+        problems = []
+        table = self.group["structures"]
+        expected = {"numbers": self.n_atoms, "positions": self.n_atoms}
+        expected |= dict.fromkeys((*_TABLE_FIELDS, "cell", "pbc"), self.n_structures)
+        for name, rows in expected.items():
+            if name not in table:
+                problems.append(f"{self.path}/structures/{name}: missing")
+            elif table[name].shape[0] != rows:
+                problems.append(
+                    f"{self.path}/structures/{name}: {table[name].shape[0]} rows, the store "
+                    f"records {rows}"
+                )
+        names = self.feature_names() if names is None else names
+        for name in names:
+            problems += self._check_features(name)
+        if STRUCTURE_GROUP in self.group:
+            for _name, group in sorted(self.group[STRUCTURE_GROUP].groups()):
+                for _kind, array in sorted(group.arrays()):
+                    if array.attrs.get("complete"):
+                        problems += [
+                            f"{path}: chunk file of {array.path} is missing"
+                            for path in missing_chunk_files(self.path, array)
+                        ]
+        return problems
+
+    def _check_features(self, name: str) -> list[str]:
+        where = f"{self.path}/features/{name}"
+        array = self.group["features"][name]
+        if name not in self.group["progress"]:
+            return [f"{where}: its progress/{name} record is missing"]
+        record = self.group["progress"][name].attrs
+        problems = []
+        wanted = {
+            "shape": tuple(record.get("shape", ())),
+            "chunks": tuple(record.get("chunks", ())),
+            "dtype": record.get("dtype"),
+        }
+        actual = {"shape": array.shape, "chunks": array.chunks, "dtype": str(array.dtype)}
+        for key, value in wanted.items():
+            if actual[key] != value:
+                problems.append(
+                    f"{where}/zarr.json: {key} {actual[key]}, but the features were written "
+                    f"with {key} {value}"
+                )
+        if array.attrs.get("source_id") != record.get("source_id"):
+            problems.append(f"{where}/zarr.json: source differs from the one recorded at write")
+        if not has_checksum(array):
+            problems.append(f"{where}/zarr.json: no checksum codec")
+        if problems:
+            return problems
+        if not np.all(self.group["progress"][name][:] == 1):
+            problems.append(f"{self.path}/progress/{name}: not every chunk is marked written")
+        problems += [
+            f"{path}: chunk file of features/{name} is missing"
+            for path in missing_chunk_files(self.path, array)
+        ]
+        return problems
+
+    def verify(self, progress: bool = False) -> list[str]:
+        """Read every chunk of every array and check it: one line per problem.
+
+        :meth:`check`, then every chunk of the structure table, the features
+        (complete ones also for NaN rows outside skipped structures), the
+        progress arrays and the structure-level arrays decoded against its
+        checksum, and each structure's fingerprint recomputed from its atoms.
+        An empty list: the store is sound.
+        """
+        from tqdm.auto import tqdm
+
+        problems = self.check()
+        arrays = [a for _, a in sorted(self.group["structures"].arrays())]
+        for group in ("features", "progress"):
+            arrays += [a for _, a in sorted(self.group[group].arrays())]
+        if STRUCTURE_GROUP in self.group:
+            for _, group in sorted(self.group[STRUCTURE_GROUP].groups()):
+                arrays += [a for _, a in sorted(group.arrays())]
+        reported = {p.split(":")[0] for p in problems}
+        for array in tqdm(arrays, desc="verify", unit="array", disable=not progress):
+            found = damaged_chunks(self.path, array)
+            problems += [p for p in found if p.split(":")[0] not in reported]
+        if not problems:
+            problems += self._verify_table()
+        if not problems:
+            for name in self.feature_names():
+                problems += self._verify_finite(name)
+        return problems
+
+    def _verify_table(self) -> list[str]:
+        from fredask.store.structures import fingerprint_of
+
+        table = self.group["structures"]
+        n_atoms, offset = table["n_atoms"][:], table["offset"][:]
+        where = f"{self.path}/structures"
+        if int(n_atoms.sum()) != self.n_atoms:
+            return [f"{where}/n_atoms: sum {int(n_atoms.sum())}, the store holds {self.n_atoms}"]
+        starts = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
+        if not np.array_equal(starts, offset):
+            first = int(np.flatnonzero(starts != offset)[0])
+            return [
+                f"{where}/offset: structure {first} starts at {offset[first]}, not {starts[first]}"
+            ]
+        numbers, positions = table["numbers"][:], table["positions"][:]
+        cells, pbcs, stored = table["cell"][:], table["pbc"][:], table["fingerprint"][:]
+        for s in range(self.n_structures):
+            lo, hi = int(offset[s]), int(offset[s] + n_atoms[s])
+            if fingerprint_of(numbers[lo:hi], positions[lo:hi], cells[s], pbcs[s]) != stored[s]:
+                return [f"{where}/fingerprint: structure {s} does not match its atoms"]
+        return []
+
+    def _verify_finite(self, name: str) -> list[str]:
+        array = self.features(name)
+        skipped = self._skipped_row_mask(self.skipped_structures([name]))
+        for index in range(self.n_chunks):
+            start, stop = self.chunk_bounds(index)
+            finite = np.isfinite(array[start:stop]).all(axis=1) | skipped[start:stop]
+            if not finite.all():
+                rows = start + np.flatnonzero(~finite)
+                return [
+                    f"{self.path}/features/{name}: rows {rows[:5].tolist()} (of {rows.size} in "
+                    f"chunk {index}) hold NaN or infinite values outside skipped structures"
+                ]
+        return []
+
     # -- summary -------------------------------------------------------------------
     def info(self) -> str:
-        """A human-readable summary of the store."""
+        """A human-readable summary of the store, with the cheap checks' findings."""
         lines = [
             f"fredask store {self.path} (format {self.group.attrs['fredask']['format_version']})",
             f"  {self.n_structures} structures, {self.n_atoms} atoms, "
@@ -464,13 +857,26 @@ class FeatureStore:
         for name in self.feature_names(complete_only=False):
             array = self.features(name)
             attrs = array.attrs
-            missing = len(self.pending_chunks(name))
-            state = (
-                "complete" if attrs.get("complete") else f"INCOMPLETE ({missing} chunks missing)"
-            )
+            if self.is_complete(name):
+                damage = self._check_features(name)
+                state = "complete" if not damage else f"DAMAGED ({damage[0]})"
+            else:
+                state = f"INCOMPLETE ({len(self.pending_chunks(name))} chunks missing)"
+            n_skipped = len(attrs.get("skipped", []))
+            skipped = f", {n_skipped} structures skipped" if n_skipped else ""
             lines.append(
                 f"  features/{name}: {array.shape[1]} x {array.dtype}, "
-                f"model {attrs.get('model', '?')}, {state}"
+                f"model {attrs.get('model', '?')}, {state}{skipped}"
+            )
+            if name in self.group["features"] and name in self._staging("features"):
+                lines.append(f"    (a replacement of features/{name} is being written)")
+        reasons = self.skipped_reasons(self.feature_names(complete_only=False))
+        for s, reason in list(reasons.items())[:10]:
+            lines.append(f"  skipped structure {s}: {reason}")
+        if len(reasons) > 10:
+            lines.append(
+                f"  ... {len(reasons) - 10} more skipped structures "
+                "(FeatureStore.skipped_reasons())"
             )
         structure_features = self.group.get(STRUCTURE_GROUP)
         for name, group in sorted(structure_features.groups() if structure_features else []):
@@ -509,7 +915,7 @@ def create_group_features(
             shape=(n_rows, n_features),
             chunks=(chunk_rows, n_features),
             dtype="float32",
-            compressors=zarr.codecs.ZstdCodec(),
+            compressors=checksummed(),
         )
         for name in names
     }
@@ -535,9 +941,14 @@ def group_features(path: str | Path) -> dict[str, zarr.Array]:
 def _write_array(group: zarr.Group, name: str, values: np.ndarray, dims, chunks) -> None:
     dtype = str if values.dtype.kind == "U" else values.dtype
     array = group.create_array(
-        name, shape=values.shape, chunks=chunks, dtype=dtype, dimension_names=dims
+        name,
+        shape=values.shape,
+        chunks=chunks,
+        dtype=dtype,
+        compressors=checksummed(),
+        dimension_names=dims,
     )
-    array[...] = values
+    array.with_config(_ALL_CHUNKS)[...] = values
 
 
 def _read(array: zarr.Array) -> np.ndarray:

@@ -7,6 +7,7 @@ rows must be the atoms of the structure file(s), in order.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -66,8 +67,14 @@ def ingest(
     features: Mapping[str, str | Path],
     key: str | None = None,
     command: str = "",
+    overwrite: bool = False,
 ) -> FeatureStore:
     """Write existing feature files into ``store`` (created if missing).
+
+    Every file is opened and checked (rows against the structures) before
+    anything is written.  Each name is written all or nothing: a file that
+    fails half-way (NaN rows, a full disk) leaves the store as it was, and a
+    store this call created is removed again.
 
     Parameters
     ----------
@@ -81,23 +88,38 @@ def ingest(
         Array name inside multi-array files.
     command : str
         Recorded with the features.
+    overwrite : bool
+        Replace features of a name that came from another file.  Without it,
+        a name already holding the same file (same hash) is kept, and one
+        holding another file is refused, naming both.
     """
-    target = FeatureStore.open_or_create(store, structures, what="the structure files")
+    n_atoms = structures.n_atoms_total
+    loaded = {}
     for name, file in features.items():
         values = load_feature_file(file, key)
-        if values.ndim != 2 or values.shape[0] != target.n_atoms:
+        if values.ndim != 2 or values.shape[0] != n_atoms:
             raise StoreError(
                 f"{file}: features of shape {tuple(values.shape)}; the structures have "
-                f"{target.n_atoms} atoms, so expected ({target.n_atoms}, n_features)"
+                f"{n_atoms} atoms, so expected ({n_atoms}, n_features)"
             )
-        if values.dtype not in (np.float32, np.float64):
-            values = values.astype(np.float64)
-        metadata = {
-            "model": name,
-            "source_file": str(file),
-            "source_hash": file_hash(file),
-            "command": command,
-        }
-        with target.writing(name):
-            target.add_features(name, values, metadata)
+        loaded[name] = values
+    path = Path(store)
+    was_empty_folder = path.is_dir() and not any(path.iterdir())
+    fresh = not path.exists() or was_empty_folder
+    target = FeatureStore.open_or_create(store, structures, what="the structure files")
+    try:
+        for name, file in features.items():
+            values = loaded[name]
+            if values.dtype not in (np.float32, np.float64):
+                values = values.astype(np.float64)
+            source = {"kind": "file", "file": str(file), "hash": file_hash(file), "key": key}
+            metadata = {"model": name, "source_file": str(file), "command": command}
+            with target.writing(name):
+                target.add_features(name, values, metadata, source=source, overwrite=overwrite)
+    except BaseException:
+        if fresh:
+            shutil.rmtree(path, ignore_errors=True)
+            if was_empty_folder:
+                path.mkdir()
+        raise
     return target

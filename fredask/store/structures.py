@@ -24,11 +24,16 @@ class StructureFileError(FredaskError, ValueError):
 
 def fingerprint(atoms) -> np.uint64:
     """A 64-bit hash of atomic numbers, positions, cell and pbc (exact bytes)."""
+    return fingerprint_of(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+
+
+def fingerprint_of(numbers, positions, cell, pbc) -> np.uint64:
+    """:func:`fingerprint` of a structure given as arrays (as the store holds it)."""
     digest = hashlib.blake2b(digest_size=8)
-    digest.update(np.ascontiguousarray(atoms.numbers, dtype="<i4").tobytes())
-    digest.update(np.ascontiguousarray(atoms.positions, dtype="<f8").tobytes())
-    digest.update(np.ascontiguousarray(atoms.cell.array, dtype="<f8").tobytes())
-    digest.update(np.ascontiguousarray(atoms.pbc, dtype="u1").tobytes())
+    digest.update(np.ascontiguousarray(numbers, dtype="<i4").tobytes())
+    digest.update(np.ascontiguousarray(positions, dtype="<f8").tobytes())
+    digest.update(np.ascontiguousarray(cell, dtype="<f8").tobytes())
+    digest.update(np.ascontiguousarray(pbc, dtype="u1").tobytes())
     return np.frombuffer(digest.digest(), dtype="<u8")[0]
 
 

@@ -10,8 +10,9 @@ models line up for the comparison engine).  Attributes: ``order``,
 
 The pass streams the atom chunks of the store and writes each output chunk
 from a task, so memory does not grow with the number of structures.  The
-array is stored uncompressed: root-scaled cumulants shrink by 5% under zstd,
-which would cost six times the plain write.
+array is stored uncompressed (but checksummed, like every store array):
+root-scaled cumulants shrink by 5% under zstd, which would cost six times the
+plain write.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import dask.array as da
 import zarr
 
 from fredask.cluster.clients import compute, resolve_client
+from fredask.stats.features import zarr_rows
 from fredask.store.feature_store import FeatureStore, StoreError
 from fredask.structure.cumulants import check_options, structure_cumulants
 
@@ -115,10 +117,13 @@ def write_cumulants(
             compressors=None,  # cumulants barely compress (5%), zstd would cost 6x the write
         )
         writes = da.store(
-            values.rechunk({0: STRUCTURE_CHUNK_ROWS}), target, lock=False, compute=False
+            values.rechunk({0: STRUCTURE_CHUNK_ROWS}),
+            store.writable(target),
+            lock=False,
+            compute=False,
         )
         compute(writes, resolve_client(client), progress)
-        target.attrs["complete"] = True
+        store.finish_structure_features(target)
     return target
 
 
@@ -152,7 +157,7 @@ def stored_cumulants(store: FeatureStore, names=None, order: int | None = None) 
                 f"{store.path}: cumulants of {name!r} go up to order {stored_order}, "
                 f"{keep} requested"
             )
-        values = da.from_zarr(array)[:, : keep * int(array.attrs["n_features"])]
+        values = zarr_rows(array)[:, : keep * int(array.attrs["n_features"])]
         # the same row chunks for every model, even for arrays stored with other chunks
         out[name] = values.rechunk({0: STRUCTURE_CHUNK_ROWS})
     return out
