@@ -3,6 +3,8 @@
 * :func:`shipped_structures`: real structures from ``ase.collections`` (g2
   molecules, s22 dimers, dcdft crystals) and pymatgen's 288 AFLOW prototype
   crystals, with a ``subset`` label each;
+* :func:`physical_structures`: structures without unphysically short bonds
+  (:mod:`fredask.store.geometry`), and a table of those left out;
 * :func:`write_synthetic_store`: a synthetic "model zoo" of four models that
   share a latent description of each atom to different degrees, written chunk
   by chunk into a Zarr group (``features/<model>``);
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+
+from fredask.store.geometry import SHORT_BOND_RATIO, short_bond_structures
 
 SYNTHETIC_MODELS = {
     # name: (number of latent directions seen, non-linearity, noise)
@@ -70,6 +74,40 @@ def shipped_structures(subsets=SHIPPED, min_atoms: int = 8) -> list:
             atoms.info = {"subset": subset, "name": str(name)}
             out.append(atoms)
     return out
+
+
+def physical_structures(structures, ratio: float = SHORT_BOND_RATIO):
+    """Leave out the structures with unphysically short bonds.
+
+    Parameters
+    ----------
+    structures : sequence of ase.Atoms
+        E.g. :func:`shipped_structures`.
+    ratio : float
+        A structure is left out when two of its atoms (periodic images
+        included) are closer than ``ratio`` times the sum of their covalent
+        radii (:func:`fredask.store.geometry.short_bond_structures`).
+
+    Returns
+    -------
+    kept : list of ase.Atoms
+        The other structures, in their order (the same objects).
+    left_out : pandas.DataFrame
+        The structures left out, indexed by their position in ``structures``,
+        with the columns of :func:`~fredask.store.geometry.short_bond_structures`.
+
+    Examples
+    --------
+    >>> from fredask.store.geometry import short_bond_rule
+    >>> kept, left_out = physical_structures(shipped_structures())  # doctest: +SKIP
+    >>> print(f"left out {len(left_out)} structures with {short_bond_rule()}")  # doctest: +SKIP
+    left out 35 structures with shortest bond below 0.8x the sum of covalent radii
+    """
+    structures = list(structures)
+    left_out = short_bond_structures(structures, ratio)
+    flagged = set(left_out.index.tolist())
+    kept = [atoms for k, atoms in enumerate(structures) if k not in flagged]
+    return kept, left_out
 
 
 def _repeats(atoms, min_atoms: int) -> tuple[int, int, int]:

@@ -46,8 +46,6 @@ from __future__ import annotations
 
 import datetime
 import fcntl
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -61,16 +59,20 @@ import pandas as pd
 import zarr
 
 from fredask.errors import FredaskError
-from fredask.store.integrity import checksummed, damaged_chunks, has_checksum, missing_chunk_files
+from fredask.store.checks import (
+    STAGING,
+    STRUCTURE_GROUP,
+    TABLE_FIELDS,
+    check_features,
+    check_store,
+    verify_store,
+)
+from fredask.store.integrity import checksummed, missing_chunk_files
+from fredask.store.provenance import describe_source, model_source, source_id
 from fredask.store.structures import StructureTable, structures_overlapping
 
 FORMAT_VERSION = 2
 DEFAULT_CHUNK_ROWS = 32_768
-#: The group of structure-level arrays (``structure_features/<name>/<kind>``).
-STRUCTURE_GROUP = "structure_features"
-#: The group of features being written (moved into ``features/`` when complete).
-STAGING = "staging"
-_TABLE_FIELDS = ("n_atoms", "offset", "fingerprint", "subset", "source_file", "source_index")
 _DIMENSIONS = {
     "cell": ("structure", "cell_vector", "xyz"),
     "pbc": ("structure", "cell_vector"),
@@ -80,41 +82,12 @@ _DIMENSIONS = {
 
 
 LOG = logging.getLogger("fredask")
-#: Metadata keys that describe a run, not the features (left out of an extraction's source).
-RUN_KEYS = ("command", "created", "checkpoint", "complete", "skipped", "source", "source_id")
 #: Writes every chunk, also those equal to the fill value, so a missing file is damage.
 _ALL_CHUNKS = {"write_empty_chunks": True}
 
 
 class StoreError(FredaskError, ValueError):
     """The path is not a (readable) fredask store, or the request does not fit it."""
-
-
-def source_id(source: Mapping[str, object]) -> str:
-    """A hash of a features source (a canonical JSON of the mapping)."""
-    text = json.dumps(dict(source), sort_keys=True, default=str)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-
-def describe_source(source: Mapping[str, object] | None) -> str:
-    """A short human description of a features source, for messages."""
-    if not source:
-        return "an unrecorded source"
-    source = dict(source)
-    if source.get("kind") == "file":
-        key = f", key {source['key']}" if source.get("key") else ""
-        return f"file {source.get('file')} (hash {str(source.get('hash'))[:12]}{key})"
-    parts = [f"model {source.get('model', '?')}"]
-    for key in ("checkpoint_hash", "layer", "modal", "package_version"):
-        if source.get(key) not in (None, ""):
-            value = str(source[key])
-            parts.append(f"{key.replace('_', ' ')} {value[:12] if 'hash' in key else value}")
-    return ", ".join(parts)
-
-
-def model_source(metadata: Mapping[str, object]) -> dict[str, object]:
-    """The source of features an extractor (or a generator) with ``metadata`` writes."""
-    return {"kind": "model", **{k: v for k, v in metadata.items() if k not in RUN_KEYS}}
 
 
 def default_chunk_rows(n_atoms: int) -> int:
@@ -150,7 +123,7 @@ class FeatureStore:
         group = zarr.open_group(path, mode="w")
         table = group.create_group("structures")
         n_s = structures.n_structures
-        per_structure = {name: getattr(structures, name) for name in _TABLE_FIELDS}
+        per_structure = {name: getattr(structures, name) for name in TABLE_FIELDS}
         per_structure |= {"cell": structures.cell, "pbc": structures.pbc}
         for name, values in per_structure.items():
             chunks = (min(n_s, 2**20), *values.shape[1:])
@@ -264,7 +237,7 @@ class FeatureStore:
     def structures(self) -> pd.DataFrame:
         """Per-structure table (no per-atom columns) as a DataFrame."""
         table = self.group["structures"]
-        return pd.DataFrame({name: _read(table[name]) for name in _TABLE_FIELDS}).rename_axis(
+        return pd.DataFrame({name: _read(table[name]) for name in TABLE_FIELDS}).rename_axis(
             "structure"
         )
 
@@ -395,9 +368,10 @@ class FeatureStore:
 
     def usable_rows(self, names=None) -> np.ndarray:
         """Rows of structures that no model in ``names`` skipped (``skip_errors``)."""
-        return np.flatnonzero(~self._skipped_row_mask(self.skipped_structures(names)))
+        return np.flatnonzero(~self.skipped_row_mask(self.skipped_structures(names)))
 
-    def _skipped_row_mask(self, skipped) -> np.ndarray:
+    def skipped_row_mask(self, skipped) -> np.ndarray:
+        """True at the rows of the structures ``skipped``."""
         mask = np.zeros(self.n_atoms, dtype=bool)
         table = self.group["structures"]
         offset, n_atoms = table["offset"][:], table["n_atoms"][:]
@@ -712,134 +686,16 @@ class FeatureStore:
     def check(self, names=None) -> list[str]:
         """Cheap checks (metadata and listings, no chunk reads): one line per problem.
 
-        The structure table against the atom count; each complete features
-        array (``names``, default all) against the shape, chunks, dtype and
-        source its progress array recorded, with a checksum in its codecs and
-        every chunk file present; each complete structure-level array with
-        every chunk file present.
+        See :func:`fredask.store.checks.check_store`.
         """
-        problems = []
-        table = self.group["structures"]
-        expected = {"numbers": self.n_atoms, "positions": self.n_atoms}
-        expected |= dict.fromkeys((*_TABLE_FIELDS, "cell", "pbc"), self.n_structures)
-        for name, rows in expected.items():
-            if name not in table:
-                problems.append(f"{self.path}/structures/{name}: missing")
-            elif table[name].shape[0] != rows:
-                problems.append(
-                    f"{self.path}/structures/{name}: {table[name].shape[0]} rows, the store "
-                    f"records {rows}"
-                )
-        names = self.feature_names() if names is None else names
-        for name in names:
-            problems += self._check_features(name)
-        if STRUCTURE_GROUP in self.group:
-            for _name, group in sorted(self.group[STRUCTURE_GROUP].groups()):
-                for _kind, array in sorted(group.arrays()):
-                    if array.attrs.get("complete"):
-                        problems += [
-                            f"{path}: chunk file of {array.path} is missing"
-                            for path in missing_chunk_files(self.path, array)
-                        ]
-        return problems
-
-    def _check_features(self, name: str) -> list[str]:
-        where = f"{self.path}/features/{name}"
-        array = self.group["features"][name]
-        if name not in self.group["progress"]:
-            return [f"{where}: its progress/{name} record is missing"]
-        record = self.group["progress"][name].attrs
-        problems = []
-        wanted = {
-            "shape": tuple(record.get("shape", ())),
-            "chunks": tuple(record.get("chunks", ())),
-            "dtype": record.get("dtype"),
-        }
-        actual = {"shape": array.shape, "chunks": array.chunks, "dtype": str(array.dtype)}
-        for key, value in wanted.items():
-            if actual[key] != value:
-                problems.append(
-                    f"{where}/zarr.json: {key} {actual[key]}, but the features were written "
-                    f"with {key} {value}"
-                )
-        if array.attrs.get("source_id") != record.get("source_id"):
-            problems.append(f"{where}/zarr.json: source differs from the one recorded at write")
-        if not has_checksum(array):
-            problems.append(f"{where}/zarr.json: no checksum codec")
-        if problems:
-            return problems
-        if not np.all(self.group["progress"][name][:] == 1):
-            problems.append(f"{self.path}/progress/{name}: not every chunk is marked written")
-        problems += [
-            f"{path}: chunk file of features/{name} is missing"
-            for path in missing_chunk_files(self.path, array)
-        ]
-        return problems
+        return check_store(self, names)
 
     def verify(self, progress: bool = False) -> list[str]:
         """Read every chunk of every array and check it: one line per problem.
 
-        :meth:`check`, then every chunk of the structure table, the features
-        (complete ones also for NaN rows outside skipped structures), the
-        progress arrays and the structure-level arrays decoded against its
-        checksum, and each structure's fingerprint recomputed from its atoms.
-        An empty list: the store is sound.
+        See :func:`fredask.store.checks.verify_store`; an empty list: the store is sound.
         """
-        from tqdm.auto import tqdm
-
-        problems = self.check()
-        arrays = [a for _, a in sorted(self.group["structures"].arrays())]
-        for group in ("features", "progress"):
-            arrays += [a for _, a in sorted(self.group[group].arrays())]
-        if STRUCTURE_GROUP in self.group:
-            for _, group in sorted(self.group[STRUCTURE_GROUP].groups()):
-                arrays += [a for _, a in sorted(group.arrays())]
-        reported = {p.split(":")[0] for p in problems}
-        for array in tqdm(arrays, desc="verify", unit="array", disable=not progress):
-            found = damaged_chunks(self.path, array)
-            problems += [p for p in found if p.split(":")[0] not in reported]
-        if not problems:
-            problems += self._verify_table()
-        if not problems:
-            for name in self.feature_names():
-                problems += self._verify_finite(name)
-        return problems
-
-    def _verify_table(self) -> list[str]:
-        from fredask.store.structures import fingerprint_of
-
-        table = self.group["structures"]
-        n_atoms, offset = table["n_atoms"][:], table["offset"][:]
-        where = f"{self.path}/structures"
-        if int(n_atoms.sum()) != self.n_atoms:
-            return [f"{where}/n_atoms: sum {int(n_atoms.sum())}, the store holds {self.n_atoms}"]
-        starts = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
-        if not np.array_equal(starts, offset):
-            first = int(np.flatnonzero(starts != offset)[0])
-            return [
-                f"{where}/offset: structure {first} starts at {offset[first]}, not {starts[first]}"
-            ]
-        numbers, positions = table["numbers"][:], table["positions"][:]
-        cells, pbcs, stored = table["cell"][:], table["pbc"][:], table["fingerprint"][:]
-        for s in range(self.n_structures):
-            lo, hi = int(offset[s]), int(offset[s] + n_atoms[s])
-            if fingerprint_of(numbers[lo:hi], positions[lo:hi], cells[s], pbcs[s]) != stored[s]:
-                return [f"{where}/fingerprint: structure {s} does not match its atoms"]
-        return []
-
-    def _verify_finite(self, name: str) -> list[str]:
-        array = self.features(name)
-        skipped = self._skipped_row_mask(self.skipped_structures([name]))
-        for index in range(self.n_chunks):
-            start, stop = self.chunk_bounds(index)
-            finite = np.isfinite(array[start:stop]).all(axis=1) | skipped[start:stop]
-            if not finite.all():
-                rows = start + np.flatnonzero(~finite)
-                return [
-                    f"{self.path}/features/{name}: rows {rows[:5].tolist()} (of {rows.size} in "
-                    f"chunk {index}) hold NaN or infinite values outside skipped structures"
-                ]
-        return []
+        return verify_store(self, progress)
 
     # -- summary -------------------------------------------------------------------
     def info(self) -> str:
@@ -858,7 +714,7 @@ class FeatureStore:
             array = self.features(name)
             attrs = array.attrs
             if self.is_complete(name):
-                damage = self._check_features(name)
+                damage = check_features(self, name)
                 state = "complete" if not damage else f"DAMAGED ({damage[0]})"
             else:
                 state = f"INCOMPLETE ({len(self.pending_chunks(name))} chunks missing)"
