@@ -572,3 +572,53 @@ def test_the_parser_imports_nothing_heavy():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# -- demo ----------------------------------------------------------------------------
+
+
+def test_demo_refuses_before_reading_anything(files, capsys):
+    line = refused(["demo", "--output", files / "a.npy" / "out"], capsys, files)
+    assert line == (
+        f"fredask demo: --output {files / 'a.npy' / 'out'}: {files / 'a.npy'} is a file, "
+        "not a folder"
+    )
+    line = refused(["demo", "--output", files / "out", "--model", "chgnet:9.9.9"], capsys, files)
+    assert line == "fredask demo: unknown CHGNet model '9.9.9'; known: 0.3.0, 0.2.0, r2scan"
+
+
+def test_demo_leaves_out_short_bonds_and_says_so(tmp_path, capsys, monkeypatch):
+    import json
+
+    from fredask.cli import models
+    from fredask.extract import TorchHookExtractor
+    from fredask.extract.testing import make_tiny_calculator
+    from fredask.store import datasets
+
+    def shipped():
+        atoms = []
+        for name in (*NAMES, "CH3CH2OH", "CH3COOH", "C4H4S", "CH3CN"):
+            molecule = g2[name]
+            molecule.info.update(subset=("odd", "even")[len(atoms) % 2], name=name)
+            atoms.append(molecule)
+        squeezed = Atoms("SiO", positions=[[0, 0, 0], [0, 0, 0.9]])
+        squeezed.info.update(subset="odd", name="SiO-squeezed")
+        return [*atoms[:5], squeezed, *atoms[5:]]
+
+    tiny = [
+        TorchHookExtractor(make_tiny_calculator, "embed", name="tiny-embed"),
+        TorchHookExtractor(make_tiny_calculator, "mix", pre_hook=True, name="tiny-mix"),
+    ]
+    monkeypatch.setattr(datasets, "shipped_structures", shipped)
+    monkeypatch.setattr(models, "build_extractors", lambda specs, options: tiny)
+    code, out, err = run(["demo", "--output", tmp_path / "out", "--cluster", "sync"], capsys)
+    assert code == 0, err
+    assert out.splitlines()[0] == (
+        "left out 1 structures with shortest bond below 0.8x the sum of covalent radii: "
+        "odd:SiO-squeezed"
+    )
+    store = FeatureStore.open(tmp_path / "out" / "store.zarr")
+    assert store.n_structures == len(NAMES) + 4
+    saved = json.loads((tmp_path / "out" / "lfre.json").read_text())["metadata"]
+    assert saved["left_out"]["structures"] == ["odd:SiO-squeezed"]
+    assert saved["split"] == "paper" and saved["seed"] == 0
