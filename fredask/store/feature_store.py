@@ -44,6 +44,7 @@ reads one chunk of every model at a time.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fcntl
 import logging
@@ -51,7 +52,6 @@ import os
 import shutil
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +82,8 @@ _DIMENSIONS = {
 
 
 LOG = logging.getLogger("fredask")
+#: The metadata of an empty Zarr v3 group (what a lock file holds).
+_EMPTY_GROUP = b'{"zarr_format": 3, "node_type": "group", "attributes": {}}'
 #: Writes every chunk, also those equal to the fill value, so a missing file is damage.
 _ALL_CHUNKS = {"write_empty_chunks": True}
 
@@ -588,27 +590,49 @@ class FeatureStore:
             raise
         return self.features(name)
 
-    @contextmanager
+    @contextlib.contextmanager
     def writing(self, name: str) -> Iterator[None]:
         """Hold the store's write lock for ``name``; a second writer is refused.
 
-        The lock is an ``flock`` on ``locks/<name>/zarr.json`` (an empty Zarr
-        group, so the lock file does not disturb Zarr's listings).
+        The lock is an ``flock`` on ``locks/<name>/zarr.json``, an empty Zarr
+        group (so it does not disturb Zarr's listings), deleted again on
+        release (so a refused or failed write leaves no trace).  After taking
+        the lock the file is checked to still be the one at that path, since
+        a releasing writer may have just deleted it.
         """
-        lock_path = self.path / "locks" / name / "zarr.json"
-        if not lock_path.exists():
-            self.group.require_group("locks").require_group(name)
-        handle = open(lock_path, "rb")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise StoreError(
-                f"{self.path}: another process is writing features {name!r}; wait for it or stop it"
-            ) from None
+        folder = self.path / "locks" / name
+        while True:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / "zarr.json"
+            handle = open(path, "a+b")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise StoreError(
+                    f"{self.path}: another process is writing features {name!r}; "
+                    "wait for it or stop it"
+                ) from None
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            mine = os.fstat(handle.fileno())
+            if current is not None and (current.st_ino, current.st_dev) == (
+                mine.st_ino,
+                mine.st_dev,
+            ):
+                break
+            handle.close()  # the previous writer deleted it meanwhile: take a new one
+        if mine.st_size == 0:
+            handle.write(_EMPTY_GROUP)
+            handle.flush()
         try:
             yield
         finally:
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
 
