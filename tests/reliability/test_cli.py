@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,25 +79,35 @@ def refused(argv, capsys, root: Path, status: int = 1) -> str:
     return lines[0]
 
 
-@pytest.fixture
-def files(tmp_path):
-    """Ten molecules in ``mol.xyz`` and features ``a.npy``, ``b.npy`` of their atoms."""
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """Built once: ten molecules, features of their atoms, and a store of both."""
+    root = tmp_path_factory.mktemp("template")
     atoms = [g2[name] for name in NAMES]
     for i, a in enumerate(atoms):
         a.info["subset"] = ("odd", "even")[i % 2]
-    ase.io.write(tmp_path / "mol.xyz", atoms, format="extxyz")
+    ase.io.write(root / "mol.xyz", atoms, format="extxyz")
     rng = np.random.default_rng(0)
     latent = rng.normal(size=(N_ATOMS, 4))
-    np.save(tmp_path / "a.npy", np.tanh(latent @ rng.normal(size=(4, 6))))
-    np.save(tmp_path / "b.npy", np.tanh(latent @ rng.normal(size=(4, 5))) + 1)
+    np.save(root / "a.npy", np.tanh(latent @ rng.normal(size=(4, 6))))
+    np.save(root / "b.npy", np.tanh(latent @ rng.normal(size=(4, 5))) + 1)
+    table = read_structures([root / "mol.xyz"])
+    ingest(root / "s.zarr", table, {"a": root / "a.npy", "b": root / "b.npy"})
+    return root
+
+
+@pytest.fixture
+def files(tmp_path, template):
+    """Ten molecules in ``mol.xyz`` and features ``a.npy``, ``b.npy`` of their atoms."""
+    for name in ("mol.xyz", "a.npy", "b.npy"):
+        shutil.copy2(template / name, tmp_path / name)
     return tmp_path
 
 
 @pytest.fixture
-def store(files):
-    """A store of the molecules with features a and b."""
-    table = read_structures([files / "mol.xyz"])
-    ingest(files / "s.zarr", table, {"a": files / "a.npy", "b": files / "b.npy"})
+def store(files, template):
+    """A store of the molecules with features a and b (its sources: ``files``' copies)."""
+    shutil.copytree(template / "s.zarr", files / "s.zarr")
     return files / "s.zarr"
 
 
@@ -190,7 +201,9 @@ def test_ingest_structures_that_changed(store, capsys):
     )
 
 
-def test_ingest_other_data_under_a_stored_name(store, capsys):
+def test_ingest_other_data_under_a_stored_name(files, capsys):
+    store = files / "own.zarr"  # its features' source is files/a.npy
+    ingest(store, read_structures([files / "mol.xyz"]), {"a": files / "a.npy"})
     np.save(store.parent / "other.npy", np.ones((N_ATOMS, 6)))
     argv = ["ingest", store.parent / "mol.xyz", "--store", store]
     line = refused([*argv, "--features", f"a={store.parent / 'other.npy'}"], capsys, store.parent)
@@ -415,8 +428,6 @@ def test_compare_an_output_in_a_read_only_folder(store, capsys):
 
 
 def test_compare_a_store_without_its_structures_group(store, capsys):
-    import shutil
-
     shutil.rmtree(store / "structures")
     line = refused(_compare(store), capsys, store.parent)
     assert line.startswith(f"fredask compare: {store}")
