@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import dask.array as da
 import numpy as np
 
+from fredask.errors import FredaskError
+
 #: Target size of one chunk of concatenated float64 rows, for in-memory inputs.
 DEFAULT_CHUNK_BYTES = 64 * 2**20
 #: Target size of the stored rows one task reads (:func:`from_zarr_in_tasks`).
@@ -66,6 +68,14 @@ class FeatureSet:
         raise KeyError(f"no features named {name!r}; have {list(self.names)}")
 
 
+class FeatureInputError(FredaskError, ValueError):
+    """Features that cannot be compared: wrong shapes, rows or chunks."""
+
+
+class FeatureTypeError(FredaskError, TypeError):
+    """Features that are not arrays of real numbers."""
+
+
 def is_zarr_array(value) -> bool:
     """Whether ``value`` is a Zarr array (without importing zarr)."""
     return type(value).__module__.startswith("zarr")
@@ -81,7 +91,7 @@ def _as_array(name: str, value):
         return zarr_rows(value)
     arr = np.asarray(value)
     if arr.dtype == object:
-        raise TypeError(f"features {name!r} are not a numeric array")
+        raise FeatureTypeError(f"features {name!r} are not a numeric array")
     return arr
 
 
@@ -158,21 +168,28 @@ def as_feature_set(
         inputs whose row chunks differ.
     """
     if len(features) == 0:
-        raise ValueError("no features given")
+        raise FeatureInputError("no features given")
     arrays = {name: _as_array(name, value) for name, value in features.items()}
     for name, arr in arrays.items():
+        if isinstance(arr, da.Array) and np.isnan(arr.shape[0]):
+            raise FeatureInputError(
+                f"features {name!r} have unknown chunk sizes (a Dask array after boolean "
+                f"indexing?); call {name}.compute_chunk_sizes() first"
+            )
         if arr.ndim != 2:
-            raise ValueError(
+            raise FeatureInputError(
                 f"features {name!r} must be 2-D (n_rows, n_features), got shape {arr.shape}"
             )
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-            raise TypeError(f"features {name!r} have dtype {arr.dtype}; expected real numbers")
+            raise FeatureTypeError(
+                f"features {name!r} have dtype {arr.dtype}; expected real numbers"
+            )
         if arr.shape[0] == 0 or arr.shape[1] == 0:
-            raise ValueError(f"features {name!r} are empty (shape {arr.shape})")
+            raise FeatureInputError(f"features {name!r} are empty (shape {arr.shape})")
     shapes = {name: arr.shape[0] for name, arr in arrays.items()}
     if len(set(shapes.values())) > 1:
         detail = ", ".join(f"{name!r} has {n}" for name, n in shapes.items())
-        raise ValueError(f"row counts differ: {detail}; rows must describe the same atoms")
+        raise FeatureInputError(f"row counts differ: {detail}; rows must describe the same atoms")
     chunked = {name: arr.chunks[0] for name, arr in arrays.items() if isinstance(arr, da.Array)}
     if chunked:
         (first, row_chunks), *others = chunked.items()
@@ -180,7 +197,7 @@ def as_feature_set(
             if chunks != row_chunks:
                 edge_a, edge_b = np.cumsum(row_chunks), np.cumsum(chunks)
                 k = next(i for i, (a, b) in enumerate(zip(edge_a, edge_b, strict=False)) if a != b)
-                raise ValueError(
+                raise FeatureInputError(
                     f"row chunks of {first!r} and {name!r} do not line up: chunk {k} "
                     f"ends at row {edge_a[k]} in {first!r} and at row {edge_b[k]} in "
                     f"{name!r}; rechunk one to the other "
