@@ -74,7 +74,7 @@ def column_exponents(z, xp) -> np.ndarray | None:
     Only for columns whose peak lies outside ``[2**-RANGE_BITS, 2**RANGE_BITS]``
     (0 for the others, and for all-zero columns); ``None`` when no column needs it.
     """
-    peak = to_host(xp.max(xp.abs(z), axis=0))
+    peak = to_host(xp.maximum(xp.max(z, axis=0), -xp.min(z, axis=0)))  # no |z| copy
     outside = (peak > 2.0**RANGE_BITS) | ((peak < 2.0**-RANGE_BITS) & (peak > 0))
     if not outside.any():
         return None
