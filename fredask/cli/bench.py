@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fredask.cli.checks import CommandError
+from fredask.cli.checks import CommandError, writable_folder
 
 #: fredask.bench.stages.STAGES, spelled here so that ``--help`` imports nothing heavy.
 STAGES = ("gfre", "lfre", "cumulants", "extraction")
@@ -75,6 +75,10 @@ def _scaled(profile: str):
 
 def bench(args: argparse.Namespace) -> None:
     """Run the grid; write CSV, markdown and the two plots."""
+    writable_folder(args.output)
+    writable_folder(args.data_dir, "--data-dir")
+    if args.store is not None and not args.store.exists():
+        raise CommandError(f"store {args.store} does not exist")
     from fredask.bench.measure import load_average
     from fredask.bench.report import markdown_report, write_csv, write_plots
     from fredask.bench.stages import StageOptions

@@ -633,3 +633,20 @@ def test_demo_leaves_out_short_bonds_and_says_so(tmp_path, capsys, monkeypatch):
     saved = json.loads((tmp_path / "out" / "lfre.json").read_text())["metadata"]
     assert saved["left_out"]["structures"] == ["odd:SiO-squeezed"]
     assert saved["split"] == "paper" and saved["seed"] == 0
+
+
+def test_the_parsers_choices_are_the_librarys():
+    from fredask.bench.stages import STAGES
+    from fredask.cli import bench, compare
+    from fredask.compare.matrix import METRICS
+
+    assert compare.METRICS == METRICS and bench.STAGES == STAGES
+
+
+def test_bench_refuses_an_unwritable_output_before_any_data(files, capsys):
+    argv = ["bench", "--output", files / "a.npy" / "b", "--data-dir", files / "data"]
+    line = refused(argv, capsys, files)
+    assert line == (
+        f"fredask bench: --output {files / 'a.npy' / 'b'}: {files / 'a.npy'} is a file, "
+        "not a folder"
+    )
