@@ -175,7 +175,13 @@ def planned_cumulants(store, names: list[str], order: int | None) -> dict:
     for name in names:
         stored = cumulants_array(store, name)
         n_features = store.features(name).shape[1]
-        orders = order or (DEFAULT_ORDER if stored is None else int(stored.attrs["order"]))
+        held = DEFAULT_ORDER if stored is None else int(stored.attrs["order"])
+        if order is not None and order > held:
+            raise CommandError(
+                f"--order {order}: the stored cumulants of {name!r} go to order {held}; "
+                f"compute them with `fredask cumulants --order {order} --overwrite` first"
+            )
+        orders = order or held
         out[name] = np.broadcast_to(np.zeros(1), (store.n_structures, orders * n_features))
     return out
 

@@ -650,3 +650,16 @@ def test_bench_refuses_an_unwritable_output_before_any_data(files, capsys):
         f"fredask bench: --output {files / 'a.npy' / 'b'}: {files / 'a.npy'} is a file, "
         "not a folder"
     )
+
+
+def test_structure_level_order_above_the_stored_cumulants(store, capsys):
+    code, _, err = run(
+        ["cumulants", store, "--order", "2", "--model", "a", "--cluster", "sync"], capsys
+    )
+    assert code == 0, err
+    options = ["--level", "structure", "--n-test", "4", "--order", "3"]
+    line = refused(_compare(store, *options), capsys, store.parent)
+    assert line == (
+        "fredask compare: --order 3: the stored cumulants of 'a' go to order 2; compute them "
+        "with `fredask cumulants --order 3 --overwrite` first"
+    )
