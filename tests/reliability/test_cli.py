@@ -663,3 +663,23 @@ def test_structure_level_order_above_the_stored_cumulants(store, capsys):
         "fredask compare: --order 3: the stored cumulants of 'a' go to order 2; compute them "
         "with `fredask cumulants --order 3 --overwrite` first"
     )
+
+
+def test_extract_runs_after_its_checks_and_passes_overwrite(files, capsys, monkeypatch):
+    from fredask.cli import store as store_commands
+    from fredask.extract import TorchHookExtractor, runner
+    from fredask.extract.testing import make_tiny_calculator
+
+    tiny = TorchHookExtractor(make_tiny_calculator, "embed", name="tiny-embed")
+    monkeypatch.setattr(store_commands, "build_extractors", lambda specs, options: [tiny])
+    argv = ["extract", files / "mol.xyz", "--store", files / "new.zarr", "--model", "x:y"]
+    code, out, err = run([*argv, "--cluster", "sync"], capsys)
+    assert code == 0, err
+    assert out.startswith("tiny-embed: 1 of 1 chunks computed in ")
+    calls = []
+    real = runner.extract
+    monkeypatch.setattr(runner, "extract", lambda *a, **k: calls.append(k) or real(*a, **k))
+    code, out, err = run([*argv, "--cluster", "sync", "--overwrite"], capsys)
+    assert code == 0, err
+    assert calls[0]["overwrite"] is True and calls[0]["skip_errors"] is False
+    assert FeatureStore.open(files / "new.zarr").feature_names() == ["tiny-embed"]
