@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from fredask.cli.checks import writable_folder
+from fredask.cli.checks import CommandError, writable_folder
 from fredask.cli.cluster import add_cluster_argument, cluster_client
 
 DEMO_MODELS = ("chgnet:0.3.0", "sevenn:7net-0", "sevenn:7net-l3i5")
@@ -34,7 +34,7 @@ def demo(args: argparse.Namespace) -> None:
     from fredask.extract.runner import extract as run
     from fredask.solvers.settings import RidgeSettings
     from fredask.store.datasets import physical_structures, shipped_structures
-    from fredask.store.feature_store import FeatureStore
+    from fredask.store.feature_store import FeatureStore, StoreError
     from fredask.store.geometry import short_bond_rule
     from fredask.store.structures import StructureTable
 
@@ -49,7 +49,12 @@ def demo(args: argparse.Namespace) -> None:
     )
     path = output / "store.zarr"
     what = "the shipped structures without short bonds"
-    target_store(path, table, what)
+    try:
+        target_store(path, table, what)
+    except StoreError as error:  # e.g. a store of an older demo, short bonds included
+        raise CommandError(
+            f"{error}; remove {path} (an older demo's?) or choose another --output"
+        ) from None
     client = cluster_client(args)
     output.mkdir(parents=True, exist_ok=True)
     store = FeatureStore.open_or_create(path, table, what=what)
