@@ -106,7 +106,7 @@ def shortest_bond(numbers, positions, cell, pbc, ratio: float = SHORT_BOND_RATIO
         return None
     # every pair closer than ratio * (r_i + r_j) is closer than this
     reach = 2 * ratio * float(radii.max()) * (1 + _MARGIN)
-    wrapped, points, atom = _images(positions, cell, pbc, reach)
+    wrapped, points, atom, reach = _images(positions, cell, pbc, reach)
     tree = cKDTree(wrapped)
     if points is None:
         pairs = tree.query_pairs(reach, output_type="ndarray")
@@ -141,25 +141,33 @@ def _images(positions: np.ndarray, cell, pbc, reach: float):
     Returns
     -------
     wrapped : numpy.ndarray, shape (n_atoms, 3)
-        Positions, wrapped into the cell along periodic axes.
+        Positions, wrapped into the (reduced) cell along periodic axes.
     points : numpy.ndarray, shape (n_points, 3), or None
         ``wrapped`` itself (first) and every image that may lie within
         ``reach`` of an atom; ``None`` without periodic axes.
     atom : numpy.ndarray of int, shape (n_points,), or None
         The atom each point is an image of.
+    reach : float
+        ``reach``, capped at the shortest lattice vector.
 
     Notes
     -----
-    With scaled coordinates ``s`` in ``[0, 1]`` along periodic axis ``c``, an
-    image shifted by ``k`` cell vectors lies at least ``(s + k - 1) f_c`` (or
-    ``-(s + k) f_c``) from every atom, ``f_c`` the distance between the cell's
-    faces: images farther than ``reach`` are never made, so the point count
-    stays proportional to the atoms (plus a skin of width ``reach``).
+    The periodic cell vectors are Minkowski-reduced first (the same lattice,
+    the shortest nearly orthogonal basis).  With scaled coordinates ``s`` in
+    ``[0, 1]`` along periodic axis ``c``, an image shifted by ``k`` cell
+    vectors lies at least ``(s + k - 1) f_c`` (or ``-(s + k) f_c``) from every
+    atom, ``f_c`` the distance between the cell's faces: images farther than
+    ``reach`` are never made, so the point count stays proportional to the
+    atoms (plus a skin of width ``reach``).  Every atom is ``L``, the shortest
+    lattice vector, from its own image, so no pair farther than ``L`` can have
+    a smaller ``d / (r_i + r_j)`` than the atom with the largest radius and
+    its image: ``reach`` is capped at ``L``, which bounds the number of image
+    shells of any cell, however small or skewed.
     """
     pbc = np.asarray(pbc, dtype=bool).reshape(3)
     if not pbc.any():
-        return positions, None, None
-    from ase.geometry import complete_cell
+        return positions, None, None, reach
+    from ase.geometry import complete_cell, minkowski_reduce
 
     given = np.asarray(cell, dtype=np.float64).reshape(3, 3)
     missing = [axis for axis in range(3) if pbc[axis] and not np.any(given[axis])]
@@ -168,6 +176,8 @@ def _images(positions: np.ndarray, cell, pbc, reach: float):
     full = np.asarray(complete_cell(given), dtype=np.float64)
     if abs(np.linalg.det(full)) < 1e-12:
         raise GeometryError("the periodic cell is singular (its vectors are coplanar)")
+    full = np.asarray(minkowski_reduce(full, pbc)[0], dtype=np.float64)
+    reach = min(reach, float(np.linalg.norm(full[pbc], axis=1).min()) * (1 + _MARGIN))
     inverse = np.linalg.inv(full)
     scaled = positions @ inverse
     scaled[:, pbc] -= np.floor(scaled[:, pbc])
@@ -188,7 +198,7 @@ def _images(positions: np.ndarray, cell, pbc, reach: float):
     k0, k1, k2, atom = np.nonzero(keep)
     shift = np.stack([steps[0][k0], steps[1][k1], steps[2][k2]], axis=1)
     points = wrapped[atom] + shift @ full
-    return wrapped, points, atom
+    return wrapped, points, atom, reach
 
 
 def short_bond_structures(structures, ratio: float = SHORT_BOND_RATIO):
