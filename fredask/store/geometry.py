@@ -2,8 +2,8 @@
 
 A structure is flagged when two of its atoms (or an atom and a periodic image,
 its own included) are closer than ``ratio`` times the sum of their covalent
-radii (``ase.data.covalent_radii``).  Such structures carry features far from
-every physical atom's, so a few of their atoms can dominate the variance of a
+radii (``ase.data.covalent_radii``).  The features of such atoms can lie far
+from every other atom's, so a few of them can dominate the variance of a
 comparison: :func:`short_bond_structures` lists them, the demo leaves them out
 (:func:`fredask.store.datasets.physical_structures`).
 
@@ -11,7 +11,8 @@ The search is a k-d tree (``scipy.spatial.cKDTree``) over the atoms and the
 periodic images within reach of the cell (their own images included), so its
 cost is linear in the atoms of a structure; ASE's neighbour list
 (``ase.neighborlist.neighbor_list`` with cutoffs ``ratio * r_i``) gives the
-same pairs and is the tests' oracle, at 5-20x the time on small cells.
+same pairs and is the tests' oracle, at about 10x the time on small cells
+(2.3 s against 0.2-0.3 s for the 543 shipped structures).
 """
 
 from __future__ import annotations
@@ -30,13 +31,17 @@ SHORT_BOND_RATIO = 0.8
 #: The columns of :func:`short_bond_structures`, in order.
 COLUMNS = ("subset", "source_file", "formula", "shortest_ratio", "distance", "elements")
 
-# Neighbour cutoffs are widened by this relative margin so that the exact test
-# ``distance / (r_i + r_j) < ratio`` is made here, not by the neighbour list.
+# The search radius is widened by this relative margin so that the exact test
+# ``distance / (r_i + r_j) < ratio`` is made here, not by the tree's ``<=``.
 _MARGIN = 1e-9
 
 
 class GeometryError(FredaskError, ValueError):
-    """A bad argument to the geometry checks (a ratio that is not a positive number)."""
+    """A bad input to the geometry checks, described in one line.
+
+    A ratio that is not a finite number above 0, a periodic axis without a cell
+    vector, a singular cell or an atomic number without a covalent radius.
+    """
 
 
 def check_ratio(ratio) -> float:
