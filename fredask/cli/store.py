@@ -78,6 +78,7 @@ def info(args: argparse.Namespace) -> None:
 def extract(args: argparse.Namespace) -> None:
     """Run models over structures into a store, resumably."""
     from fredask.extract.runner import extract as run
+    from fredask.extract.runner import extraction_source
     from fredask.store.feature_store import FeatureStore
 
     paths = existing_files(args.structures, "structure file")
@@ -90,6 +91,8 @@ def extract(args: argparse.Namespace) -> None:
         check_elements(extractors, table)
     client = cluster_client(args)
     store = FeatureStore.open_or_create(args.store, table, what=what)
+    for extractor in extractors:  # refuse any model before extracting the first
+        store.check_source(extractor.name, extraction_source(extractor), args.overwrite)
     for extractor in extractors:
         start = time.perf_counter()
         report = run(

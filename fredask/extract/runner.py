@@ -30,6 +30,7 @@ import cloudpickle
 import numpy as np
 
 from fredask.cluster.clients import resolve_client
+from fredask.cluster.progress import is_terminal, log_interval
 from fredask.extract.base import ExtractionError, Extractor, atom_batches
 from fredask.store.feature_store import FeatureStore, model_source
 
@@ -56,6 +57,12 @@ class ExtractionReport:
     chunks_computed: int
     chunks_total: int
     skipped: list[dict]
+
+
+def extraction_source(extractor: Extractor) -> dict[str, object]:
+    """The source recorded with an extractor's features (its metadata, without
+    what describes a run), computed without loading the model."""
+    return model_source(extractor.metadata())
 
 
 def _worker_extractor(key: str, extractor: Extractor) -> tuple[Extractor, threading.Lock]:
@@ -174,7 +181,7 @@ def extract(
     path = str(store.path)
     key = hashlib.blake2b(cloudpickle.dumps(extractor), digest_size=16).hexdigest()
     scheduler = resolve_client(client)
-    source = model_source({k: v for k, v in extractor.metadata().items() if k != "model_dtype"})
+    source = extraction_source(extractor)
     with store.writing(name):
         resuming = store.has_features(name) and not overwrite
         if resuming and store.features(name).attrs.get("source_id") is not None:
@@ -217,19 +224,20 @@ def _record(store: FeatureStore, name: str, result: dict, skipped: list, bar) ->
 
 def progress_bar(total: int, name: str, show: bool):
     """A tqdm bar of atoms: live in a terminal or notebook; in a log file (a
-    batch job's output), one line every 30 s instead of ten redraws a second.
+    batch job's output), a line every :func:`fredask.cluster.progress.log_interval`
+    seconds instead of ten redraws a second.
 
-    ``tqdm.auto`` only where a bar is shown, so a disabled bar in Jupyter
-    without ipywidgets prints no ``IProgress`` warning.
+    ``tqdm.auto`` only where a live bar is shown, so Jupyter without
+    ipywidgets prints no ``IProgress`` warning when progress is off.
     """
     from tqdm import tqdm
 
     if not show:
         return tqdm(total=total, disable=True)
-    live = sys.stderr.isatty() or "ipykernel" in sys.modules
+    live = is_terminal() or "ipykernel" in sys.modules
     if live:
         from tqdm.auto import tqdm
-    interval = 0.1 if live else 30.0
+    interval = 0.1 if live else log_interval()
     return tqdm(
         total=total,
         unit="atom",

@@ -105,8 +105,6 @@ def verify_store(store, progress: bool = False) -> list[str]:
     checksum, and each structure's fingerprint recomputed from its atoms.
     An empty list: the store is sound.
     """
-    from tqdm.auto import tqdm
-
     problems = check_store(store)
     arrays = [a for _, a in sorted(store.group["structures"].arrays())]
     for group in ("features", "progress"):
@@ -115,7 +113,11 @@ def verify_store(store, progress: bool = False) -> list[str]:
         for _, group in sorted(store.group[STRUCTURE_GROUP].groups()):
             arrays += [a for _, a in sorted(group.arrays())]
     reported = {p.split(":")[0] for p in problems}
-    for array in tqdm(arrays, desc="verify", unit="array", disable=not progress):
+    if progress:
+        from tqdm.auto import tqdm
+
+        arrays = tqdm(arrays, desc="verify", unit="array")
+    for array in arrays:
         found = damaged_chunks(store.path, array)
         problems += [p for p in found if p.split(":")[0] not in reported]
     if not problems:

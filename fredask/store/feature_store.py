@@ -426,36 +426,17 @@ class FeatureStore:
             raise StoreError(f"features must be float32 or float64, got {dtype}")
         source = dict(model_source(metadata) if source is None else source)
         ident = source_id(source)
-        if self.is_complete(name):
-            existing = self.group["features"][name]
-            if not overwrite:
-                if existing.attrs.get("source_id") == ident:
-                    LOG.info("features %r already hold %s: kept", name, describe_source(source))
-                    return existing
-                raise StoreError(
-                    f"{self.path}: features {name!r} exist from "
-                    f"{describe_source(existing.attrs.get('source'))}, not from "
-                    f"{describe_source(source)}; pass overwrite (--overwrite) to replace them, "
-                    "or choose another name"
-                )
+        state = self.check_source(
+            name, source, overwrite, shape=(self.n_atoms, n_features), dtype=dtype
+        )
         staged = self._staging("features")
-        if name in staged:
-            old = staged[name]
-            same = (
-                old.shape == (self.n_atoms, n_features)
-                and old.dtype == dtype
-                and old.attrs.get("source_id") == ident
-            )
-            if same and not overwrite:
-                LOG.info("features %r: resuming the write from %s", name, describe_source(source))
-                return old
-            if not overwrite:
-                raise StoreError(
-                    f"{self.path}: an unfinished write of features {name!r} from "
-                    f"{describe_source(old.attrs.get('source'))} exists, not from "
-                    f"{describe_source(source)}; pass overwrite (--overwrite) to start again"
-                )
-            self.discard_features(name)
+        if state == "kept":
+            LOG.info("features %r already hold %s: kept", name, describe_source(source))
+            return self.group["features"][name]
+        if state == "resume":
+            LOG.info("features %r: resuming the write from %s", name, describe_source(source))
+            return staged[name]
+        self.discard_features(name)
         array = staged.create_array(
             name,
             shape=(self.n_atoms, n_features),
@@ -494,6 +475,57 @@ class FeatureStore:
             }
         )
         return array
+
+    def check_source(
+        self,
+        name: str,
+        source: Mapping[str, object],
+        overwrite: bool = False,
+        shape: tuple[int, int] | None = None,
+        dtype=None,
+    ) -> str:
+        """What writing ``name`` from ``source`` would do, refusing what
+        :meth:`create_features` would refuse (nothing is written).
+
+        Returns
+        -------
+        {"new", "kept", "resume"}
+            Write a new array; keep the complete one of the same source; resume
+            the unfinished write of the same source (and ``shape``/``dtype``).
+
+        Raises
+        ------
+        StoreError
+            Features (complete or unfinished) of ``name`` from another source,
+            without ``overwrite``; naming both sources.
+        """
+        ident = source_id(source)
+        if overwrite:
+            return "new"
+        if self.is_complete(name):
+            existing = self.group["features"][name]
+            if existing.attrs.get("source_id") == ident:
+                return "kept"
+            raise StoreError(
+                f"{self.path}: features {name!r} exist from "
+                f"{describe_source(existing.attrs.get('source'))}, not from "
+                f"{describe_source(source)}; pass overwrite (--overwrite) to replace them, "
+                "or choose another name"
+            )
+        staged = self._staging("features")
+        if name not in staged:
+            return "new"
+        old = staged[name]
+        same = old.attrs.get("source_id") == ident
+        if shape is not None:
+            same = same and old.shape == tuple(shape) and old.dtype == np.dtype(dtype)
+        if same:
+            return "resume"
+        raise StoreError(
+            f"{self.path}: an unfinished write of features {name!r} from "
+            f"{describe_source(old.attrs.get('source'))} exists, not from "
+            f"{describe_source(source)}; pass overwrite (--overwrite) to start again"
+        )
 
     def discard_features(self, name: str) -> None:
         """Delete the unfinished write of ``name`` (``staging/``), if any."""

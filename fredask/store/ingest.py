@@ -103,7 +103,16 @@ def ingest(
                 f"{n_atoms} atoms, so expected ({n_atoms}, n_features)"
             )
         loaded[name] = values
+    sources = {
+        name: {"kind": "file", "file": str(file), "hash": file_hash(file), "key": key}
+        for name, file in features.items()
+    }
     path = Path(store)
+    if path.exists():  # refuse any name before writing the first
+        existing = FeatureStore.open(path)
+        existing.check_fingerprints(structures.fingerprint, what="the structure files")
+        for name, source in sources.items():
+            existing.check_source(name, source, overwrite)
     was_empty_folder = path.is_dir() and not any(path.iterdir())
     fresh = not path.exists() or was_empty_folder
     target = FeatureStore.open_or_create(store, structures, what="the structure files")
@@ -112,10 +121,11 @@ def ingest(
             values = loaded[name]
             if values.dtype not in (np.float32, np.float64):
                 values = values.astype(np.float64)
-            source = {"kind": "file", "file": str(file), "hash": file_hash(file), "key": key}
             metadata = {"model": name, "source_file": str(file), "command": command}
             with target.writing(name):
-                target.add_features(name, values, metadata, source=source, overwrite=overwrite)
+                target.add_features(
+                    name, values, metadata, source=sources[name], overwrite=overwrite
+                )
     except BaseException:
         if fresh:
             shutil.rmtree(path, ignore_errors=True)

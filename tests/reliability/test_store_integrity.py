@@ -279,3 +279,14 @@ def test_info_lists_the_skipped_structures(tmp_path, table):
     info = store.info()
     assert "1 structures skipped" in info
     assert "skipped structure 6: " in info and "Si" in info
+
+
+def test_an_ingest_of_several_names_refuses_before_writing_the_first(tmp_path, table):
+    rng = np.random.default_rng(5)
+    one = _npy(tmp_path, "one", rng.normal(size=(table.n_atoms_total, 2)))
+    two = _npy(tmp_path, "two", rng.normal(size=(table.n_atoms_total, 2)))
+    store = ingest(tmp_path / "s.zarr", table, {"m": one})
+    before = tree_hash(store.path)
+    with pytest.raises(StoreError, match="features 'm' exist from file"):
+        ingest(store.path, table, {"new": two, "m": two})
+    assert tree_hash(store.path) == before
