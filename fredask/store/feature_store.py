@@ -67,7 +67,7 @@ from fredask.store.checks import (
     check_store,
     verify_store,
 )
-from fredask.store.integrity import checksummed, missing_chunk_files
+from fredask.store.integrity import ChunkReader, checksummed, missing_chunk_files
 from fredask.store.provenance import describe_source, model_source, source_id
 from fredask.store.structures import StructureTable, structures_overlapping
 
@@ -233,13 +233,12 @@ class FeatureStore:
 
     def structure_table(self) -> StructureTable:
         """The whole structure table, in memory."""
-        table = self.group["structures"]
-        return StructureTable(**{name: _read(table[name]) for name in table.array_keys()})
+        names = self.group["structures"].array_keys()
+        return StructureTable(**{name: self._table(name) for name in names})
 
     def structures(self) -> pd.DataFrame:
         """Per-structure table (no per-atom columns) as a DataFrame."""
-        table = self.group["structures"]
-        return pd.DataFrame({name: _read(table[name]) for name in TABLE_FIELDS}).rename_axis(
+        return pd.DataFrame({name: self._table(name) for name in TABLE_FIELDS}).rename_axis(
             "structure"
         )
 
@@ -252,15 +251,18 @@ class FeatureStore:
         """
         import ase
 
-        table = self.group["structures"]
-        offset = table["offset"][:]
+        offset = self._table("offset")
         overlapping = structures_overlapping(offset, start, stop)
         first, last = overlapping.start, overlapping.stop
-        n_atoms = table["n_atoms"][first:last]
+        n_atoms = self._table("n_atoms", slice(first, last))
         row0, row1 = int(offset[first]), int(offset[last - 1] + n_atoms[-1])
-        numbers, positions = table["numbers"][row0:row1], table["positions"][row0:row1]
-        cells, pbcs = table["cell"][first:last], table["pbc"][first:last]
-        subsets = _read(table["subset"])[first:last] if last > first else []
+        numbers = self._table("numbers", slice(row0, row1))
+        positions = self._table("positions", slice(row0, row1))
+        cells, pbcs = (
+            self._table("cell", slice(first, last)),
+            self._table("pbc", slice(first, last)),
+        )
+        subsets = self._table("subset", slice(first, last)) if last > first else []
         out = []
         for i, s in enumerate(range(first, last)):
             lo = int(offset[s]) - row0
@@ -274,9 +276,18 @@ class FeatureStore:
             out.append(atoms)
         return out
 
+    def _table(self, name: str, rows: slice = slice(None)) -> np.ndarray:
+        """Rows of the structure table's array ``name`` (strings as ``str``); a damaged
+        chunk raises :class:`~fredask.store.integrity.DamagedChunkError` naming its file."""
+        if name not in self.group["structures"]:
+            raise StoreError(f"{self.path}/structures/{name}: missing; the store is damaged")
+        array = self.group["structures"][name]
+        values = ChunkReader(array, self.path, every_chunk=True)[(rows,)]
+        return np.array(values.tolist(), dtype=str) if values.dtype.kind == "T" else values
+
     def n_atoms_per_structure(self) -> np.ndarray:
         """The atom count of every structure, in row order (int64)."""
-        return self.group["structures"]["n_atoms"][:].astype(np.int64)
+        return self._table("n_atoms").astype(np.int64)
 
     @property
     def attrs(self) -> zarr.core.attributes.Attributes:
@@ -285,12 +296,11 @@ class FeatureStore:
 
     def atom_subsets(self) -> np.ndarray:
         """The subset label of every atom (its structure's), for stratified splits."""
-        table = self.group["structures"]
-        return np.repeat(_read(table["subset"]), table["n_atoms"][:])
+        return np.repeat(self._table("subset"), self._table("n_atoms"))
 
     def check_fingerprints(self, fingerprints: np.ndarray, what: str = "structures") -> None:
         """Refuse ``fingerprints`` that differ from the store's, naming the first mismatch."""
-        own = self.group["structures"]["fingerprint"][:]
+        own = self._table("fingerprint")
         fingerprints = np.asarray(fingerprints, dtype=np.uint64)
         if fingerprints.shape != own.shape:
             raise StoreError(
@@ -332,7 +342,9 @@ class FeatureStore:
         """Complete features arrays, by name, for the comparison engine.
 
         Runs the cheap checks of :meth:`check` on them first (shapes against
-        their records, missing chunk files, checksums configured).
+        their records, missing chunk files, checksums configured) and reads
+        the structure table once, so a damaged chunk of it is named before
+        any comparison (the features' own chunks are checked as they are read).
         """
         names = self.feature_names() if names is None else list(names)
         incomplete = [n for n in names if not self.is_complete(n)]
@@ -347,6 +359,7 @@ class FeatureStore:
         if problems:
             more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
             raise StoreError(f"{problems[0]}{more}; run `fredask verify {self.path}`")
+        self.structure_table()  # decoded once: a damaged table chunk is named here
         return {name: self.features(name) for name in names}
 
     def skipped_structures(self, names=None) -> np.ndarray:
@@ -375,8 +388,7 @@ class FeatureStore:
     def skipped_row_mask(self, skipped) -> np.ndarray:
         """True at the rows of the structures ``skipped``."""
         mask = np.zeros(self.n_atoms, dtype=bool)
-        table = self.group["structures"]
-        offset, n_atoms = table["offset"][:], table["n_atoms"][:]
+        offset, n_atoms = self._table("offset"), self._table("n_atoms")
         for s in skipped:
             mask[offset[s] : offset[s] + n_atoms[s]] = True
         return mask
@@ -761,7 +773,7 @@ class FeatureStore:
             f"  {self.n_structures} structures, {self.n_atoms} atoms, "
             f"{self.n_chunks} row chunks of {self.chunk_rows}",
         ]
-        subsets = pd.Series(self.group["structures"]["subset"][:]).value_counts()
+        subsets = pd.Series(self._table("subset")).value_counts()
         if len(subsets):
             lines.append(
                 "  subsets: " + ", ".join(f"{k or '(none)'} {v}" for k, v in subsets.items())
@@ -861,12 +873,6 @@ def _write_array(group: zarr.Group, name: str, values: np.ndarray, dims, chunks)
         dimension_names=dims,
     )
     array.with_config(_ALL_CHUNKS)[...] = values
-
-
-def _read(array: zarr.Array) -> np.ndarray:
-    """All of ``array``; variable-length strings as fixed-width ``str``."""
-    values = array[...]
-    return np.array(values.tolist(), dtype=str) if values.dtype.kind == "T" else values
 
 
 def _now() -> str:

@@ -125,13 +125,17 @@ class ChunkReader:
     reads silently as the fill value (NaN).
     """
 
-    def __init__(self, array: zarr.Array, root: str | Path | None = None):
+    def __init__(
+        self, array: zarr.Array, root: str | Path | None = None, every_chunk: bool | None = None
+    ):
         self.array = array
         local = root is not None or getattr(array.store, "root", None) is not None
         self.root = store_root(array) if root is None else Path(root)
         # fredask writes every chunk of a complete array (write_empty_chunks), so
         # a missing file there is damage; elsewhere it may be a fill-value chunk
-        self.every_chunk = local and array.attrs.get("complete") is True
+        if every_chunk is None:
+            every_chunk = array.attrs.get("complete") is True
+        self.every_chunk = local and every_chunk
         self.shape = array.shape
         self.dtype = array.dtype
         self.ndim = array.ndim

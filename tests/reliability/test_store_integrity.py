@@ -203,13 +203,26 @@ def test_a_flipped_bit_in_a_features_chunk_is_found_by_verify_and_by_compare(sto
 @pytest.mark.parametrize("array", ["structures/positions", "structures/n_atoms", "cumulants"])
 def test_a_flipped_bit_in_a_table_or_cumulant_chunk_is_found(store, array):
     if array == "cumulants":
-        write_cumulants(store, "a", order=2, client="sync")
+        for name in "ab":
+            write_cumulants(store, name, order=2, client="sync")
         array = "structure_features/a/cumulants"
     chunk = store.path / array / "c" / "0"
     chunk = chunk / "0" if chunk.is_dir() else chunk
     _flip_bit(chunk)
     problems = FeatureStore.open(store.path).verify()
     assert problems and problems[0].startswith(f"{chunk}: damaged chunk of {array}")
+    opened = FeatureStore.open(store.path)
+    with pytest.raises(DamagedChunkError, match=rf"{chunk}: damaged chunk of {array}"):
+        if array.startswith("structure_features"):
+            from fredask.structure.compare import structure_comparisons, structure_split
+
+            split = structure_split(opened, ["a", "b"], n_test=4)
+            results = structure_comparisons(
+                opened, ["gfre"], names=["a", "b"], split=split, order_model="", client="sync"
+            )
+            [result for _, result in results]
+        else:  # the next comparison of atom features
+            reconstruction_matrix(opened.feature_arrays(), "gfre", client="sync")
 
 
 def test_a_deleted_chunk_file_is_damage_not_nan_features(store):
