@@ -105,8 +105,8 @@ def test_pipeline_script_runs_extract_compare_cumulants(tmp_path, structures):
         ]
     )
     for metric in ("gfre", "gfrd"):
-        job = json.loads((work / "results" / f"{metric}.json").read_text())
-        here = json.loads((tmp_path / "here" / f"{metric}.json").read_text())
+        job = json.loads((work / "results" / f"{metric}.json").read_text())["paper"]
+        here = json.loads((tmp_path / "here" / f"{metric}.json").read_text())["paper"]
         assert list(job) == list(here) == ["chgnet-0.2.0", "chgnet-0.3.0"]
         # the diagonal (a model from itself) is round-off: 1e-15 (GFRE) to 1e-11 (GFRD)
         np.testing.assert_allclose(_matrix(job), _matrix(here), rtol=1e-10, atol=1e-9)
