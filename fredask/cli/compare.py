@@ -30,7 +30,29 @@ def save_and_print(result, output: Path, stem: str) -> None:
     """Save a result into ``output`` and print its matrix and the files written."""
     paths = result.save(output, stem)
     print(result.matrix.round(4).to_string())
+    for line in dominated_lines(result):
+        print(line)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def dominated_lines(result) -> list[str]:
+    """One line per pair whose error the top 1% of test rows dominate (marked † in the plot)."""
+    if result.errors is None:
+        return []
+    lines = []
+    for (source, target), row in result.errors[result.errors["dominated"]].iterrows():
+        worst = row["worst_structures"] if row["worst_structures"] is not None else None
+        where = (
+            f"structures {list(worst)[:3]}"
+            if worst is not None
+            else f"rows {list(row['worst_rows'])[:3]}"
+        )
+        lines.append(
+            f"note: {result.metric.upper()} {source} -> {target} = {row['value']:.3g} is dominated "
+            f"by a few test rows: the top 1% carry {row['top1_share']:.0%} of the squared error "
+            f"(median pointwise error {row['median']:.3g}; worst at {where})"
+        )
+    return lines
 
 
 def with_metadata(result, **metadata):

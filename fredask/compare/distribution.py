@@ -21,6 +21,8 @@ import pandas as pd
 TOP_FRACTION = 0.01
 #: A pair is dominated by a few rows when its top rows carry more than this share.
 DOMINATED_SHARE = 0.5
+#: RMS errors below this are round-off (a model reconstructed from itself): never "dominated".
+ROUND_OFF = 1e-8
 #: Worst rows listed per pair.
 N_WORST = 5
 #: Columns of :func:`summary_frame`.
@@ -61,8 +63,9 @@ def summarise(
     dict
         ``median``, ``p90``, ``p99``, ``top1_share`` (share of ``sum e^2`` from
         the ``ceil(1% of n_test)`` largest errors), ``dominated``
-        (``top1_share > 0.5``), ``worst_rows`` / ``worst_errors`` (largest
-        first) and ``worst_structures`` (``None`` without ``row_structures``).
+        (``top1_share > 0.5`` and an RMS error above :data:`ROUND_OFF`),
+        ``worst_rows`` / ``worst_errors`` (largest first) and
+        ``worst_structures`` (``None`` without ``row_structures``).
     """
     errors = np.asarray(errors, dtype=np.float64)
     squares = errors**2
@@ -77,7 +80,8 @@ def summarise(
         "p90": float(np.percentile(errors, 90)),
         "p99": float(np.percentile(errors, 99)),
         "top1_share": share,
-        "dominated": bool(share > DOMINATED_SHARE),
+        # a round-off error (a model from itself) is not "dominated", whatever its spread
+        "dominated": bool(share > DOMINATED_SHARE and np.sqrt(squares.mean()) > ROUND_OFF),
         "worst_rows": tuple(int(r) for r in rows),
         "worst_errors": tuple(float(e) for e in errors[worst]),
         "worst_structures": None

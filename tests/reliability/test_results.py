@@ -323,3 +323,20 @@ def test_heatmap_shows_values_above_the_scale_and_marks_dominated_pairs(outliers
     assert clean_ax.images[0].colorbar.extend == "neither"
     assert "\u2020" not in clean_ax.get_xlabel()
     assert clean_ax.get_title() == "GFRE, atoms, 150 test / 150 train"
+
+
+def test_pairs_dominated_by_a_few_rows_are_named_and_round_off_is_not():
+    from fredask.cli.compare import dominated_lines
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(400, 4))
+    Y = np.tanh(X @ rng.normal(size=(4, 3)))
+    split = Split(np.arange(0, 400, 2), np.arange(1, 400, 2))
+    Y[201] *= 1e4  # one extreme atom, a test row
+    result = reconstruction_matrix({"x": X, "y": Y}, "gfre", split=split, client="sync")
+    assert result.dominated.loc["x", "y"] and not result.dominated.loc["y", "y"]
+    lines = dominated_lines(result)
+    assert any(
+        line.startswith("note: GFRE x -> y = ") and "worst at rows [201" in line for line in lines
+    )
+    assert not any("y -> y" in line or "x -> x" in line for line in lines)
