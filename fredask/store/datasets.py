@@ -101,7 +101,7 @@ def physical_structures(structures, ratio: float = SHORT_BOND_RATIO):
     >>> from fredask.store.geometry import short_bond_rule
     >>> kept, left_out = physical_structures(shipped_structures())  # doctest: +SKIP
     >>> print(f"left out {len(left_out)} structures with {short_bond_rule()}")  # doctest: +SKIP
-    left out 35 structures with shortest bond below 0.8x the sum of covalent radii
+    left out 20 structures with shortest bond below 0.75x the sum of covalent radii
     """
     structures = list(structures)
     left_out = short_bond_structures(structures, ratio)

@@ -495,7 +495,7 @@ def test_outliers_lists_short_bonds(files, capsys):
     code, out, _ = run(["outliers", files / "m.zarr"], capsys)
     lines = out.strip().splitlines()
     assert code == 0 and len(lines) == 2
-    assert lines[0] == "1 structures with shortest bond below 0.8x the sum of covalent radii:"
+    assert lines[0] == "1 structures with shortest bond below 0.75x the sum of covalent radii:"
     assert lines[1].split()[:4] == ["1", str(files / "mixed.xyz"), "OSi", "Si-O"]
     code, out, _ = run(["outliers", files / "m.zarr", "--ratio", "0.1"], capsys)
     assert out.strip() == "no structure with shortest bond below 0.1x the sum of covalent radii"
@@ -625,7 +625,7 @@ def test_demo_leaves_out_short_bonds_and_says_so(tmp_path, capsys, monkeypatch):
     code, out, err = run(["demo", "--output", tmp_path / "out", "--cluster", "sync"], capsys)
     assert code == 0, err
     assert out.splitlines()[0] == (
-        "left out 1 structures with shortest bond below 0.8x the sum of covalent radii: "
+        "left out 1 structures with shortest bond below 0.75x the sum of covalent radii: "
         "odd:SiO-squeezed"
     )
     store = FeatureStore.open(tmp_path / "out" / "store.zarr")
