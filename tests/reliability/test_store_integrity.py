@@ -303,3 +303,14 @@ def test_an_ingest_of_several_names_refuses_before_writing_the_first(tmp_path, t
     with pytest.raises(StoreError, match="features 'm' exist from file"):
         ingest(store.path, table, {"new": two, "m": two})
     assert tree_hash(store.path) == before
+
+
+def test_extraction_progress_in_a_log_is_plain_lines(tmp_path, table, capsys, monkeypatch):
+    monkeypatch.setenv("FREDASK_PROGRESS_INTERVAL", "0")
+    store = FeatureStore.create(tmp_path / "s.zarr", table, chunk_rows=CHUNK_ROWS)
+    extract(store, TinyExtractor(), client="sync", progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == store.n_chunks + 1  # one per chunk (interval 0), one at the end
+    assert lines[-1].startswith(f"tiny: {store.n_atoms} of {store.n_atoms} atoms (100%), ")
