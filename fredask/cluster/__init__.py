@@ -12,70 +12,21 @@ neither Dask nor distributed), so the command line starts fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
+import lazy_loader
 
-#: Public name -> the module that defines it.
-_EXPORTS = {
-    "ClusterConnectionError": "fredask.cluster.clients",
-    "check_scheduler": "fredask.cluster.clients",
-    "close_embedded": "fredask.cluster.clients",
-    "connect": "fredask.cluster.clients",
-    "connect_timeout": "fredask.cluster.clients",
-    "get_client": "fredask.cluster.clients",
-    "is_address": "fredask.cluster.clients",
-    "resolve_client": "fredask.cluster.clients",
-    "shutdown": "fredask.cluster.clients",
-    "ClusterProfile": "fredask.cluster.profiles",
-    "ProfileError": "fredask.cluster.profiles",
-    "available_profiles": "fredask.cluster.profiles",
-    "load_profile": "fredask.cluster.profiles",
+#: Public names, by the module (relative to this package) that defines them.
+_PUBLIC = {
+    "clients": [
+        "ClusterConnectionError",
+        "check_scheduler",
+        "close_embedded",
+        "connect",
+        "connect_timeout",
+        "get_client",
+        "is_address",
+        "resolve_client",
+        "shutdown",
+    ],
+    "profiles": ["ClusterProfile", "ProfileError", "available_profiles", "load_profile"],
 }
-
-__all__ = [
-    "ClusterConnectionError",
-    "ClusterProfile",
-    "ProfileError",
-    "available_profiles",
-    "check_scheduler",
-    "close_embedded",
-    "connect",
-    "connect_timeout",
-    "get_client",
-    "is_address",
-    "load_profile",
-    "resolve_client",
-    "shutdown",
-]
-
-if TYPE_CHECKING:
-    from fredask.cluster.clients import (
-        ClusterConnectionError,
-        check_scheduler,
-        close_embedded,
-        connect,
-        connect_timeout,
-        get_client,
-        is_address,
-        resolve_client,
-        shutdown,
-    )
-    from fredask.cluster.profiles import (
-        ClusterProfile,
-        ProfileError,
-        available_profiles,
-        load_profile,
-    )
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs=_PUBLIC)
