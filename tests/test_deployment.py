@@ -125,7 +125,7 @@ def deployment(tmp_path):
 
 def _gfre(store, cluster, output):
     cli_main(["compare", str(store), "--cluster", cluster, "--output", str(output)])
-    return json.loads((output / "gfre.json").read_text())
+    return json.loads((output / "gfre.json").read_text())["paper"]
 
 
 def _matrix(result):
