@@ -26,12 +26,19 @@ DEFAULT_N_TEST = 1000
 DEFAULT_ORDER = 8
 
 
+#: Dominated pairs named after a matrix (the rest: in the errors CSV).
+MAX_NOTES = 5
+
+
 def save_and_print(result, output: Path, stem: str) -> None:
     """Save a result into ``output`` and print its matrix and the files written."""
     paths = result.save(output, stem)
     print(result.matrix.round(4).to_string())
-    for line in dominated_lines(result):
+    notes = dominated_lines(result)
+    for line in notes[:MAX_NOTES]:
         print(line)
+    if len(notes) > MAX_NOTES:
+        print(f"note: {len(notes) - MAX_NOTES} more dominated pairs in {paths['errors']}")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
