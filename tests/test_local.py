@@ -264,3 +264,30 @@ def test_streamed_search_equals_brute_force_with_ties(monkeypatch, block_rows):
         order = np.lexsort((train, d))[:k]
         np.testing.assert_array_equal(rows[i], train[order])
         np.testing.assert_array_equal(distances[i], d[order])
+
+
+def test_fit_blocks_are_sized_from_memory():
+    from fredask.measures.local_fit import FIT_BLOCK_ROWS, fit_block_rows
+
+    assert fit_block_rows(20, 10, 10, 2**30) == FIT_BLOCK_ROWS
+    # k = p = q = 2048: 64 MiB of neighbour blocks per row, 8x that held at the peak,
+    # a quarter of 11 GiB -> 5 rows (128 rows needed 65 GB)
+    assert fit_block_rows(2048, 2048, 2048, 11 * 2**30) == 5
+    assert fit_block_rows(4096, 4096, 4096, 2**30) == 1  # never fewer than one
+
+
+@pytest.mark.parametrize("memory", [None, 1])
+def test_memory_sized_fit_blocks_give_skmatters_errors(make_features, memory):
+    from fredask.measures.local_fit import local_errors
+    from fredask.stats.features import as_feature_set
+    from fredask.stats.splits import resolve_split
+
+    X, Y = make_features(240, 7, 5, seed=11)
+    features = as_feature_set({"x": X, "y": Y})
+    split = resolve_split(240)
+    # memory=1: one test row per task (120 tasks); None: the task memory of "sync"
+    errors = local_errors(features, split, [("x", "y")], 6, scheduler="sync", fit_memory=memory)
+    expected = skm.pointwise_local_reconstruction_error(
+        X, Y, 6, train_idx=split.train_idx, test_idx=split.test_idx
+    )
+    np.testing.assert_allclose(errors[("x", "y")], expected, rtol=1e-10, atol=1e-12)

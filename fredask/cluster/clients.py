@@ -25,6 +25,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import json
+import os
 import re
 import weakref
 from collections.abc import Iterator
@@ -325,6 +326,29 @@ def resolve_client(
     if client is not None:
         return client
     return active_client() or (embedded_client() if embedded else "threads")
+
+
+def task_memory(scheduler: Scheduler) -> int:
+    """Bytes one task may hold at a time on ``scheduler``.
+
+    A distributed cluster: the smallest worker memory limit over that
+    worker's threads (each thread runs a task).  Dask's local schedulers (or
+    workers without a limit): this machine's memory over the tasks that run at
+    once (one for ``"sync"``, one per core otherwise).
+    """
+    import psutil
+
+    total = psutil.virtual_memory().total
+    cores = os.cpu_count() or 1
+    if isinstance(scheduler, str):
+        return total // (1 if scheduler == "sync" else cores)
+    workers = scheduler.scheduler_info(n_workers=-1)["workers"].values()
+    limits = [
+        int(w["memory_limit"]) // max(1, int(w.get("nthreads", 1)))
+        for w in workers
+        if w.get("memory_limit")
+    ]
+    return min(limits) if limits else total // cores
 
 
 def compute(obj, scheduler: Scheduler, progress: bool = False):

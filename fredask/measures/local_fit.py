@@ -21,7 +21,7 @@ import dask
 import numpy as np
 
 from fredask.backend import ArrayBackend, resolve_backend
-from fredask.cluster.clients import Scheduler, compute
+from fredask.cluster.clients import Scheduler, compute, task_memory
 from fredask.errors import FredaskError
 from fredask.measures.caveats import NeighbourCapWarning, warn
 from fredask.measures.neighbours import nearest_train_rows
@@ -34,8 +34,15 @@ from fredask.stats.scaler import ScalerSettings, fit_scaler
 from fredask.stats.splits import FOLD1, FOLD2, Split, fold_positions, row_labels
 
 NeighbourCount = int | Callable[[int, int], int] | None
-#: Test rows per local-fit task.
+#: Test rows per local-fit task, at most (fewer where a block would not fit in memory).
 FIT_BLOCK_ROWS = 128
+#: Bytes a local fit holds per test row, in units of its float64 neighbour blocks
+#: ``8 k (p + q)``: the gathered rows and their scaled copies (2x), and the fits' SVD
+#: and fold arrays (5.3-5.6x, measured with tracemalloc at k, p, q of 256 to 1024).
+FIT_BYTES_PER_BLOCK = 8
+#: Share of a task's memory (:func:`fredask.cluster.clients.task_memory`) one block
+#: of local fits may take: the rest is the worker's pool, Dask's buffers and slack.
+FIT_MEMORY_SHARE = 0.25
 #: The passes of :func:`local_errors`, in order, as named to its ``on_phase`` hook.
 PHASES = ("statistics and test rows", "neighbour search", "neighbour gather and local fits")
 #: ``on_phase(name, seconds, details)``.
@@ -146,6 +153,7 @@ def local_errors(
     progress: bool = False,
     device: str | ArrayBackend = "cpu",
     on_phase: PhaseHook | None = None,
+    fit_memory: int | None = None,
 ) -> dict[Pair, np.ndarray]:
     """Pointwise local reconstruction errors of every pair.
 
@@ -171,6 +179,9 @@ def local_errors(
         (concatenated columns), ``{"source", "rows"}`` of each neighbour
         search, ``{}`` after the local fits.  For profiling; the benchmarks
         time the phases with it.
+    fit_memory : int, optional
+        Bytes one local-fit task may use (:func:`fit_block_rows`); default
+        :func:`fredask.cluster.clients.task_memory` of ``scheduler``.
 
     Returns
     -------
@@ -238,8 +249,11 @@ def local_errors(
         share = scheduler.scatter
     shared_test = {name: share(values) for name, values in test.items()}
     fit = dask.delayed(_block_errors, pure=True)
+    memory = task_memory(scheduler) if fit_memory is None else int(fit_memory)
+    widths = dict(zip(features.names, features.widths, strict=True))
     tasks = {}
     for (source, target), k in ks.items():
+        rows = fit_block_rows(k, widths[source], widths[target], memory)
         index = np.searchsorted(needed, neighbours[source][:, :k])
         eps = ridge.eps(features.dtypes[features.names.index(source)])
         tasks[(source, target)] = [
@@ -256,7 +270,7 @@ def local_errors(
                 eps,
                 xp,
             )
-            for block in _blocks(index.shape[0], FIT_BLOCK_ROWS)
+            for block in _blocks(index.shape[0], rows)
         ]
     start = time.perf_counter()
     results = compute(list(tasks.values()), scheduler, progress)
@@ -271,6 +285,20 @@ def _scale(values, shift):
     """``(values - centre) / scale`` for ``shift = (centre, scale)``, in float64."""
     centre, scale = shift
     return (values - centre) / scale
+
+
+def fit_block_rows(k: int, p: int, q: int, memory_bytes: int) -> int:
+    """Test rows per local-fit task: :data:`FIT_BLOCK_ROWS`, or fewer where that many
+    fits of ``k`` neighbours, ``p`` source and ``q`` target features would take more
+    than :data:`FIT_MEMORY_SHARE` of ``memory_bytes`` (at least one row).
+
+    At k = p = q = 2048 a fit holds about 0.5 GB, so a worker thread with 11 GB
+    takes 5 rows per task where 128 rows needed 65 GB (the paper's
+    structure-level LFRE was killed at 11.4 GB per worker).
+    """
+    per_row = FIT_BYTES_PER_BLOCK * 8 * k * (p + q)
+    rows = int(memory_bytes * FIT_MEMORY_SHARE) // per_row
+    return max(1, min(FIT_BLOCK_ROWS, rows))
 
 
 def _blocks(n: int, size: int) -> list[slice]:
