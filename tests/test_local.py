@@ -291,3 +291,19 @@ def test_memory_sized_fit_blocks_give_skmatters_errors(make_features, memory):
         X, Y, 6, train_idx=split.train_idx, test_idx=split.test_idx
     )
     np.testing.assert_allclose(errors[("x", "y")], expected, rtol=1e-10, atol=1e-12)
+
+
+def test_targets_sharing_a_source_factorisation_get_their_own_errors(make_features):
+    from fredask.measures.local_fit import local_fit_errors
+    from fredask.solvers.settings import RidgeSettings
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 12, 5))
+    ys = [rng.normal(size=(6, 12, q)) for q in (3, 7)]
+    x_test = rng.normal(size=(6, 5))
+    y_tests = [rng.normal(size=(6, q)) for q in (3, 7)]
+    ridge, eps = RidgeSettings(), np.finfo(np.float64).eps
+    shared = local_fit_errors(x, ys, x_test, y_tests, ridge, eps)
+    for y, y_test, errors in zip(ys, y_tests, shared, strict=True):
+        np.testing.assert_array_equal(errors, local_fit_errors(x, y, x_test, y_test, ridge, eps))
+    assert not np.allclose(shared[0], shared[1][: shared[0].size])

@@ -251,20 +251,24 @@ def local_errors(
     fit = dask.delayed(_block_errors, pure=True)
     memory = task_memory(scheduler) if fit_memory is None else int(fit_memory)
     widths = dict(zip(features.names, features.widths, strict=True))
-    tasks = {}
+    # the targets of a source with the same k share its neighbourhoods, so one task
+    # factors them once (the three SVDs) for all those targets
+    groups: dict[tuple[str, int], list[str]] = {}
     for (source, target), k in ks.items():
-        rows = fit_block_rows(k, widths[source], widths[target], memory)
+        groups.setdefault((source, k), []).append(target)
+    tasks = {}
+    for (source, k), targets in groups.items():
+        rows = fit_block_rows(k, widths[source], sum(widths[t] for t in targets), memory)
         index = np.searchsorted(needed, neighbours[source][:, :k])
         eps = ridge.eps(features.dtypes[features.names.index(source)])
-        tasks[(source, target)] = [
+        tasks[(source, k)] = [
             fit(
                 pool,
-                {name: shifts[name] for name in (source, target)},
+                {name: shifts[name] for name in (source, *targets)},
                 source,
-                target,
+                targets,
                 index[block],
-                shared_test[source],
-                shared_test[target],
+                shared_test,
                 block,
                 ridge,
                 eps,
@@ -273,12 +277,15 @@ def local_errors(
             for block in _blocks(index.shape[0], rows)
         ]
     start = time.perf_counter()
-    results = compute(list(tasks.values()), scheduler, progress)
+    results = dict(zip(tasks, compute(list(tasks.values()), scheduler, progress), strict=True))
     hook(PHASES[2], time.perf_counter() - start, {})
     order = np.searchsorted(test_rows, split.test_idx)
-    return {
-        pair: np.concatenate(blocks)[order] for pair, blocks in zip(tasks, results, strict=True)
-    }
+    errors = {}
+    for (source, k), targets in groups.items():
+        for i, target in enumerate(targets):
+            blocks = [block[i] for block in results[(source, k)]]
+            errors[(source, target)] = np.concatenate(blocks)[order]
+    return {pair: errors[pair] for pair in ks}
 
 
 def _scale(values, shift):
@@ -305,28 +312,34 @@ def _blocks(n: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-def _block_errors(pool, shifts, source, target, index, x_test, y_test, block, ridge, eps, xp):
-    """:func:`local_fit_errors` of one block of test rows, gathering from the pool.
+def _block_errors(pool, shifts, source, targets, index, test, block, ridge, eps, xp):
+    """:func:`local_fit_errors` of one block of test rows for the ``targets`` of
+    ``source`` (one shared factorisation), gathering from the pool.
 
     ``pool`` holds the neighbours' rows in the input dtype; ``shifts`` the
     (centre, scale) of each model, applied here in float64.
     """
-    x, y = (_scale(pool[name][index], shifts[name]) for name in (source, target))
-    return local_fit_errors(x, y, x_test[block], y_test[block], ridge, eps, xp)
+    x = _scale(pool[source][index], shifts[source])
+    ys = [_scale(pool[name][index], shifts[name]) for name in targets]
+    y_tests = [test[name][block] for name in targets]
+    return local_fit_errors(x, ys, test[source][block], y_tests, ridge, eps, xp)
 
 
 def local_fit_errors(
     x_neighbours, y_neighbours, x_test, y_test, ridge: RidgeSettings, eps: float, xp=np
-) -> np.ndarray:
+):
     """Errors of the local ridge fits, all test rows at once.
 
     Parameters
     ----------
     x_neighbours : array, shape (n_test, k, p)
         Neighbours of each test row, in distance order (scaled space).
-    y_neighbours : array, shape (n_test, k, q)
+    y_neighbours : array of shape (n_test, k, q), or a list of them
+        One target, or several that share the source's neighbourhoods: the
+        three SVDs of the source blocks (two folds and all k rows) are then
+        computed once for all of them.
     x_test : array, shape (n_test, p)
-    y_test : array, shape (n_test, q)
+    y_test : array of shape (n_test, q), or a list of them (as ``y_neighbours``)
     ridge : RidgeSettings
     eps : float
         Machine epsilon of the input dtype (the folds drop singular values
@@ -334,27 +347,36 @@ def local_fit_errors(
 
     Returns
     -------
-    array, shape (n_test,)
+    array of shape (n_test,), or a list of them for a list of targets
         ``||y_i - (y_bar + (x_i - x_bar) W_i)||``.
     """
+    several = isinstance(y_neighbours, list | tuple)
+    targets = list(zip(y_neighbours, y_test, strict=True)) if several else [(y_neighbours, y_test)]
     k, p = x_neighbours.shape[1:]
     x_bar = x_neighbours.mean(axis=1, keepdims=True)
-    y_bar = y_neighbours.mean(axis=1, keepdims=True)
-    xc, yc = x_neighbours - x_bar, y_neighbours - y_bar
+    xc = x_neighbours - x_bar
     fold1, fold2 = fold_positions(k, ridge.random_state, ridge.shuffle)
+    x1, x2 = xc[:, fold1], xc[:, fold2]
+    svds = tuple(xp.linalg.svd(a, full_matrices=False) for a in (x1, x2, xc))
     rcond = max(k, p) * eps
-    fit = ridge_2fold_batched(
-        xc[:, fold1],
-        yc[:, fold1],
-        xc[:, fold2],
-        yc[:, fold2],
-        xc,
-        yc,
-        count1=fold1.size,
-        count2=fold2.size,
-        settings=ridge,
-        rcond=rcond,
-        xp=xp,
-    )
-    prediction = y_bar[:, 0] + ((x_test - x_bar[:, 0])[:, None, :] @ fit.weights)[:, 0]
-    return xp.linalg.norm(y_test - prediction, axis=1)
+    errors = []
+    for y, y_row in targets:
+        y_bar = y.mean(axis=1, keepdims=True)
+        yc = y - y_bar
+        fit = ridge_2fold_batched(
+            x1,
+            yc[:, fold1],
+            x2,
+            yc[:, fold2],
+            None,
+            yc,
+            count1=fold1.size,
+            count2=fold2.size,
+            settings=ridge,
+            rcond=rcond,
+            xp=xp,
+            svds=svds,
+        )
+        prediction = y_bar[:, 0] + ((x_test - x_bar[:, 0])[:, None, :] @ fit.weights)[:, 0]
+        errors.append(xp.linalg.norm(y_row - prediction, axis=1))
+    return errors if several else errors[0]
