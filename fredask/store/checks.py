@@ -113,18 +113,25 @@ def verify_store(store, progress: bool = False) -> list[str]:
         for _, group in sorted(store.group[STRUCTURE_GROUP].groups()):
             arrays += [a for _, a in sorted(group.arrays())]
     reported = {p.split(":")[0] for p in problems}
+    complete = {f"features/{name}": name for name in store.feature_names()}
+    non_finite: dict[str, dict[int, str]] = {}  # features name -> chunk -> problem
     if progress:
         from tqdm.auto import tqdm
 
         arrays = tqdm(arrays, desc="verify", unit="array")
     for array in arrays:
-        found = damaged_chunks(store.path, array)
+        inspect = None
+        if array.path in complete and not problems:  # NaN rows checked on the same read;
+            # the table (read first) is sound, so the skipped rows can be found
+            inspect = _finite_check(store, complete[array.path], non_finite)
+        found = damaged_chunks(store.path, array, inspect=inspect)
         problems += [p for p in found if p.split(":")[0] not in reported]
     if not problems:
         problems += _verify_table(store)
     if not problems:
         for name in store.feature_names():
-            problems += _verify_finite(store, name)
+            found = non_finite.get(name, {})
+            problems += [found[min(found)]] if found else []
     return problems
 
 
@@ -149,16 +156,19 @@ def _verify_table(store) -> list[str]:
     return []
 
 
-def _verify_finite(store, name: str) -> list[str]:
-    array = store.features(name)
+def _finite_check(store, name: str, found: dict[str, dict[int, str]]):
+    """``inspect(index, values)`` for :func:`damaged_chunks` of ``features/<name>``:
+    records, per row chunk, the rows that hold NaN or inf outside skipped structures."""
     skipped = store.skipped_row_mask(store.skipped_structures([name]))
-    for index in range(store.n_chunks):
-        start, stop = store.chunk_bounds(index)
-        finite = np.isfinite(array[start:stop]).all(axis=1) | skipped[start:stop]
+
+    def inspect(index, values) -> None:
+        start, stop = store.chunk_bounds(index[0])
+        finite = np.isfinite(values).all(axis=1) | skipped[start:stop]
         if not finite.all():
             rows = start + np.flatnonzero(~finite)
-            return [
+            found.setdefault(name, {})[index[0]] = (
                 f"{store.path}/features/{name}: rows {rows[:5].tolist()} (of {rows.size} in "
-                f"chunk {index}) hold NaN or infinite values outside skipped structures"
-            ]
-    return []
+                f"chunk {index[0]}) hold NaN or infinite values outside skipped structures"
+            )
+
+    return inspect

@@ -79,6 +79,14 @@ def missing_chunk_files(root: str | Path, array: zarr.Array) -> list[Path]:
 
 def read_chunk(root: Path, array: zarr.Array, index: tuple[int, ...]) -> np.ndarray:
     """Chunk ``index`` of ``array``, or :class:`DamagedChunkError` naming its file."""
+    try:
+        return _decode(root, array, index)
+    except DamagedChunkError as error:
+        raise DamagedChunkError(f"{error}; run `fredask verify {root}`") from error.__cause__
+
+
+def _decode(root: Path, array: zarr.Array, index: tuple[int, ...]) -> np.ndarray:
+    """Chunk ``index`` of ``array``; :class:`DamagedChunkError` with the bare problem line."""
     selection = tuple(
         slice(i * c, min((i + 1) * c, n))
         for i, c, n in zip(index, array.chunks, array.shape, strict=True)
@@ -87,15 +95,18 @@ def read_chunk(root: Path, array: zarr.Array, index: tuple[int, ...]) -> np.ndar
         return array[selection]
     except Exception as error:  # checksum mismatch, zstd or shape errors, OSError
         raise DamagedChunkError(
-            f"{chunk_file(root, array, index)}: damaged chunk of {array.path} "
-            f"({_reason(error)}); run `fredask verify {root}`"
+            f"{chunk_file(root, array, index)}: damaged chunk of {array.path} ({_reason(error)})"
         ) from error
 
 
-def damaged_chunks(root: str | Path, array: zarr.Array, threads: int = 4) -> list[str]:
+def damaged_chunks(
+    root: str | Path, array: zarr.Array, threads: int = 4, inspect=None
+) -> list[str]:
     """One line per chunk of ``array`` that is missing or fails to decode.
 
-    Reads every chunk (in ``threads`` threads: decoding releases the GIL).
+    Reads every chunk (in ``threads`` threads: decoding releases the GIL);
+    ``inspect(index, values)``, if given, is called with every decoded chunk
+    (from those threads), so further checks of the values need no second read.
     """
     root = Path(root)
     missing = set(missing_chunk_files(root, array))
@@ -105,9 +116,11 @@ def damaged_chunks(root: str | Path, array: zarr.Array, threads: int = 4) -> lis
         if chunk_file(root, array, index) in missing:
             return None
         try:
-            read_chunk(root, array, index)
+            values = _decode(root, array, index)
         except DamagedChunkError as error:
-            return str(error).split("; run")[0]
+            return str(error)
+        if inspect is not None:
+            inspect(index, values)
         return None
 
     with ThreadPoolExecutor(threads) as pool:

@@ -314,3 +314,17 @@ def test_extraction_progress_in_a_log_is_plain_lines(tmp_path, table, capsys, mo
     lines = err.strip().splitlines()
     assert len(lines) == store.n_chunks + 1  # one per chunk (interval 0), one at the end
     assert lines[-1].startswith(f"tiny: {store.n_atoms} of {store.n_atoms} atoms (100%), ")
+
+
+def test_verify_names_nan_rows_outside_skipped_structures_only(tmp_path, table, store):
+    extractor = TinyExtractor(n_features=3, elements=frozenset({1, 6, 7, 8}))
+    skipping = FeatureStore.create(tmp_path / "k.zarr", table, chunk_rows=CHUNK_ROWS)
+    extract(skipping, extractor, client="sync", progress=False, skip_errors=True)
+    assert skipping.verify() == []  # the skipped Si crystal's NaN rows are expected
+    # a NaN written into a complete array, checksum and all (a writer's bug)
+    array = zarr.open_array(store.path / "features" / "b", mode="a")
+    array[CHUNK_ROWS + 3, 1] = np.nan
+    assert FeatureStore.open(store.path).verify() == [
+        f"{store.path}/features/b: rows [{CHUNK_ROWS + 3}] (of 1 in chunk 1) hold NaN or "
+        "infinite values outside skipped structures"
+    ]
