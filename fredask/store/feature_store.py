@@ -92,6 +92,12 @@ class StoreError(FredaskError, ValueError):
     """The path is not a (readable) fredask store, or the request does not fit it."""
 
 
+def is_free_path(path: str | Path) -> bool:
+    """Whether a new store may be created at ``path``: nothing there, or an empty folder."""
+    path = Path(path)
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
 def default_chunk_rows(n_atoms: int) -> int:
     """Rows per chunk: 32768, but at least 8 chunks (of >= 1024 rows) for small stores."""
     per_eight = -(-n_atoms // 8)
@@ -159,7 +165,7 @@ class FeatureStore:
         written into it); an empty folder is used.
         """
         path = Path(path)
-        if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+        if not is_free_path(path):
             store = cls.open(path, mode="a")
             store.check_fingerprints(structures.fingerprint, what=what)
             return store

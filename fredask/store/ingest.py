@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fredask.store.feature_store import FeatureStore, StoreError
+from fredask.store.feature_store import FeatureStore, StoreError, is_free_path
 from fredask.store.structures import StructureTable, file_hash
 
 FORMATS = (".npy", ".npz", ".pt", ".pth", ".h5", ".hdf5")
@@ -108,14 +108,10 @@ def ingest(
         for name, file in features.items()
     }
     path = Path(store)
-    if path.exists():  # refuse any name before writing the first
-        existing = FeatureStore.open(path)
-        existing.check_fingerprints(structures.fingerprint, what="the structure files")
-        for name, source in sources.items():
-            existing.check_source(name, source, overwrite)
-    was_empty_folder = path.is_dir() and not any(path.iterdir())
-    fresh = not path.exists() or was_empty_folder
+    fresh, was_empty_folder = is_free_path(path), path.is_dir()
     target = FeatureStore.open_or_create(store, structures, what="the structure files")
+    for name, source in sources.items():  # refuse any name before writing the first
+        target.check_source(name, source, overwrite)
     try:
         for name, file in features.items():
             values = loaded[name]

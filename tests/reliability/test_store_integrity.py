@@ -328,3 +328,15 @@ def test_verify_names_nan_rows_outside_skipped_structures_only(tmp_path, table, 
         f"{store.path}/features/b: rows [{CHUNK_ROWS + 3}] (of 1 in chunk 1) hold NaN or "
         "infinite values outside skipped structures"
     ]
+
+
+def test_ingest_into_an_empty_folder_makes_a_store_there(tmp_path, table):
+    folder = tmp_path / "S.zarr"
+    folder.mkdir()
+    bad_values = np.ones((table.n_atoms_total, 2))
+    bad_values[-1, 0] = np.inf
+    with pytest.raises(StoreError, match="NaN or infinite"):
+        ingest(folder, table, {"m": _npy(tmp_path, "bad", bad_values)})
+    assert folder.is_dir() and not any(folder.iterdir())  # as it was: empty
+    good = _npy(tmp_path, "good", np.ones((table.n_atoms_total, 2)))
+    assert ingest(folder, table, {"m": good}).feature_names() == ["m"]
