@@ -167,7 +167,7 @@ def extract(
         ``skipped`` attribute instead of failing.
     progress : bool
         Show a progress bar with atoms per second (in a log, not a terminal:
-        a line every 30 s).
+        a line every :func:`fredask.cluster.progress.log_interval` seconds).
     overwrite : bool
         Replace features of ``name`` from another source (or the same one):
         the new array is written aside and swapped in when complete.
@@ -185,8 +185,7 @@ def extract(
     scheduler = resolve_client(client)
     source = extraction_source(extractor)
     with store.writing(name):
-        resuming = store.has_features(name) and not overwrite
-        if resuming and store.features(name).attrs.get("source_id") is not None:
+        if store.has_features(name) and not overwrite:  # kept, resumed or refused
             old = store.features(name)
             n_features, dtype, metadata = old.shape[1], old.dtype, dict(old.attrs)
         else:

@@ -63,6 +63,11 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
     return status, out, err
 
 
+def ingest_argv(structures, store, features, *options) -> list:
+    """``fredask ingest STRUCTURES --store STORE --features FEATURES [OPTIONS]``."""
+    return ["ingest", structures, "--store", store, "--features", features, *options]
+
+
 def refused(argv, capsys, root: Path, status: int = 1) -> str:
     """Run a command that must be refused; return its one stderr line.
 
@@ -118,14 +123,7 @@ def store(files, template):
 def test_ingest_a_row_too_few_or_too_many(files, capsys, rows):
     np.save(files / "c.npy", np.zeros((rows, 3)))
     line = refused(
-        [
-            "ingest",
-            files / "mol.xyz",
-            "--store",
-            files / "new.zarr",
-            "--features",
-            "c=" + str(files / "c.npy"),
-        ],
+        ingest_argv(files / "mol.xyz", files / "new.zarr", "c=" + str(files / "c.npy")),
         capsys,
         files,
     )
@@ -147,14 +145,7 @@ def test_ingest_a_missing_features_file(files, capsys):
 
 def test_ingest_a_missing_structure_file(files, capsys):
     line = refused(
-        [
-            "ingest",
-            files / "gone.xyz",
-            "--store",
-            files / "new.zarr",
-            "--features",
-            f"a={files / 'a.npy'}",
-        ],
+        ingest_argv(files / "gone.xyz", files / "new.zarr", f"a={files / 'a.npy'}"),
         capsys,
         files,
     )
@@ -165,14 +156,7 @@ def test_ingest_into_a_folder_that_is_not_a_store(files, capsys):
     (files / "foreign").mkdir()
     (files / "foreign" / "notes.txt").write_text("mine")
     line = refused(
-        [
-            "ingest",
-            files / "mol.xyz",
-            "--store",
-            files / "foreign",
-            "--features",
-            f"a={files / 'a.npy'}",
-        ],
+        ingest_argv(files / "mol.xyz", files / "foreign", f"a={files / 'a.npy'}"),
         capsys,
         files,
     )
@@ -184,14 +168,7 @@ def test_ingest_structures_that_changed(store, capsys):
     atoms[3].positions[0, 0] += 0.1
     ase.io.write(store.parent / "moved.xyz", atoms, format="extxyz")
     line = refused(
-        [
-            "ingest",
-            store.parent / "moved.xyz",
-            "--store",
-            store,
-            "--features",
-            f"c={store.parent / 'a.npy'}",
-        ],
+        ingest_argv(store.parent / "moved.xyz", store, f"c={store.parent / 'a.npy'}"),
         capsys,
         store.parent,
     )
@@ -225,16 +202,7 @@ def test_ingest_other_data_under_a_stored_name(files, capsys):
 
 def test_ingest_key_of_a_single_array_file(files, capsys):
     line = refused(
-        [
-            "ingest",
-            files / "mol.xyz",
-            "--store",
-            files / "new.zarr",
-            "--features",
-            f"a={files / 'a.npy'}",
-            "--key",
-            "x",
-        ],
+        ingest_argv(files / "mol.xyz", files / "new.zarr", f"a={files / 'a.npy'}", "--key", "x"),
         capsys,
         files,
     )
