@@ -209,3 +209,36 @@ def test_shapes_are_checked():
     x1, y1, x2, y2, x, y = _batch("tall")
     with pytest.raises(ValueError, match="shape"):
         ridge_2fold_batched(x1[0], y1, x2, y2, x, y, RidgeSettings(), 1e-14, count1=20, count2=20)
+
+
+@pytest.mark.parametrize("regularization", ["cutoff", "tikhonov"])
+def test_predictions_are_the_weights_applied(regularization):
+    """``x_predict`` gives ``x_predict W`` without forming ``W``."""
+    settings = RidgeSettings(regularization_method=regularization)
+    x1, y1, x2, y2, x, y = _batch("rank_deficient", seed=7)
+    counts = {"count1": x1.shape[1], "count2": x2.shape[1]}
+    new = np.random.default_rng(8).normal(size=(BATCH, 3, x.shape[2]))
+    mapped = ridge_2fold_batched(x1, y1, x2, y2, x, y, settings, _rcond(x), **counts)
+    predicted = ridge_2fold_batched(
+        x1, y1, x2, y2, x, y, settings, _rcond(x), x_predict=new, **counts
+    )
+    assert predicted.weights is None and mapped.predictions is None
+    np.testing.assert_allclose(predicted.predictions, new @ mapped.weights, rtol=1e-10, atol=1e-13)
+    np.testing.assert_array_equal(predicted.cv_values, mapped.cv_values)
+
+
+def test_targets_of_one_source_are_fitted_as_alone():
+    """Lists of targets share the source's work and get exactly their own fits."""
+    settings = RidgeSettings()
+    x1, y1, x2, y2, x, y = _batch("wide", seed=9)
+    counts = {"count1": x1.shape[1], "count2": x2.shape[1]}
+    other = [a[:, :, ::-1] * 3.0 for a in (y1, y2, y)]
+    fits = ridge_2fold_batched(
+        x1, [y1, other[0]], x2, [y2, other[1]], x, [y, other[2]], settings, _rcond(x), **counts
+    )
+    for fit, targets in zip(fits, ((y1, y2, y), other), strict=True):
+        alone = ridge_2fold_batched(
+            x1, targets[0], x2, targets[1], x, targets[2], settings, _rcond(x), **counts
+        )
+        np.testing.assert_array_equal(fit.weights, alone.weights)
+        np.testing.assert_array_equal(fit.cv_values, alone.cv_values)

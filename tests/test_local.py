@@ -307,3 +307,32 @@ def test_targets_sharing_a_source_factorisation_get_their_own_errors(make_featur
     for y, y_test, errors in zip(ys, y_tests, shared, strict=True):
         np.testing.assert_array_equal(errors, local_fit_errors(x, y, x_test, y_test, ridge, eps))
     assert not np.allclose(shared[0], shared[1][: shared[0].size])
+
+
+@pytest.mark.parametrize("duplicated", [False, True])
+def test_row_space_reduction_changes_nothing_but_rounding(monkeypatch, duplicated):
+    """Fits on the neighbourhoods' row-space coordinates (p >= 1.5 k) equal the plain fits."""
+    import fredask.measures.local_fit as local_fit
+    from fredask.solvers.settings import RidgeSettings
+
+    rng = np.random.default_rng(4)
+    latent = rng.normal(size=(8, 17, 4))
+    x = np.tanh(latent @ rng.normal(size=(4, 40)) + 0.01 * rng.normal(size=(8, 17, 40)))
+    if duplicated:  # rank-deficient neighbourhoods: repeated rows
+        x[:, 8:12] = x[:, 0:4]
+    y = np.tanh(latent @ rng.normal(size=(4, 6))) + 0.1 * rng.normal(size=(8, 17, 6))
+    x, x_test, y, y_test = x[:, :16], x[:, 16], y[:, :16], y[:, 16]
+    ridge, eps = RidgeSettings(), np.finfo(np.float64).eps
+    xc = x - x.mean(axis=1, keepdims=True)
+    coordinates, _ = local_fit.row_space(xc, x_test[:, None, :])
+    assert coordinates.shape == (8, 16, 16)
+    np.testing.assert_allclose(
+        np.linalg.svd(coordinates, compute_uv=False),
+        np.linalg.svd(xc, compute_uv=False),
+        rtol=1e-10,
+        atol=1e-13,
+    )
+    reduced = local_fit.local_fit_errors(x, y, x_test, y_test, ridge, eps)
+    monkeypatch.setattr(local_fit, "ROW_SPACE_RATIO", np.inf)
+    plain = local_fit.local_fit_errors(x, y, x_test, y_test, ridge, eps)
+    np.testing.assert_allclose(reduced, plain, rtol=1e-9)

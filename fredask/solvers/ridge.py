@@ -66,8 +66,11 @@ class BatchedRidgeFit:
 
     Attributes
     ----------
-    weights : array, shape (B, p, q)
-        ``W_b`` of each batch element: ``y_hat = x W_b``.
+    weights : array of shape (B, p, q), or None
+        ``W_b`` of each batch element: ``y_hat = x W_b`` (``None`` where
+        predictions were asked for instead).
+    predictions : array of shape (B, m, q), or None
+        ``x_predict[b] W_b``, where ``x_predict`` was given.
     alpha : array, shape (B,)
         The chosen grid value of each element (``Ridge2FoldCV.alpha_``).
     scaled_alpha : array, shape (B,)
@@ -77,6 +80,7 @@ class BatchedRidgeFit:
     """
 
     weights: Any
+    predictions: Any
     alpha: Any
     scaled_alpha: Any
     cv_values: Any
@@ -90,13 +94,6 @@ def _transpose(a, xp):
     return xp.swapaxes(a, -1, -2)
 
 
-def _first_equal(keys, xp):
-    """For each ``keys[b, a]`` the first index ``a' <= a`` with the same key."""
-    n = keys.shape[-1]
-    equal = keys[..., :, None] == keys[..., None, :]
-    return xp.where(equal, xp.arange(n)[None, None, :], n).min(axis=-1)
-
-
 def _scores(residual, count: int, scoring: str | None, xp):
     """Minus the column-averaged (root) mean squared error of ``(m, n, q)`` residuals."""
     mse = (residual**2).sum(axis=-2) / count
@@ -105,51 +102,86 @@ def _scores(residual, count: int, scoring: str | None, xp):
     return -xp.mean(mse, axis=-1)
 
 
+@dataclass(frozen=True)
+class _FoldSide:
+    """What the models fitted on one fold need of the source, whatever the target.
+
+    ``u``: the fold's left vectors; ``other_xv``: the other fold's rows in the
+    fold's right-vector basis, divided by the kept singular values (dropped
+    directions divided by infinity, so weighted zero) in cutoff mode, or not
+    divided (Tikhonov, with ``s`` and ``kept`` kept for the shrink factors);
+    ``stops``: the number of directions each alpha keeps (cutoff mode).
+    """
+
+    u: Any
+    s: Any
+    kept: Any
+    other_xv: Any
+    stops: Any
+
+
+def _fold_side(fold_svd: BatchedSVD, other_source, scaled_alphas, rcond: float, cutoff: bool, xp):
+    u, s, vt = fold_svd
+    kept = s > rcond
+    other_xv = other_source @ _transpose(vt, xp)
+    if not cutoff:
+        return _FoldSide(u, s, kept, other_xv, None)
+    # kept directions per alpha: a prefix (s is sorted), non-increasing as alpha grows
+    stops = (kept[:, None, :] & (s[:, None, :] > scaled_alphas[:, :, None])).sum(axis=-1)
+    return _FoldSide(u, s, kept, other_xv / xp.where(kept, s, xp.inf)[:, None, :], stops)
+
+
 def _fold_losses(
-    fold_svd: BatchedSVD,
+    side: _FoldSide,
     fold_target,
-    other_source,
     other_target,
     other_count: int,
     scaled_alphas,
-    rcond: float,
-    cutoff: bool,
+    descending: list[int],
     scoring: str | None,
     xp,
 ):
     """Scores ``(B, n_alphas)`` of the models fitted on one fold, predicting the other.
 
-    The fold's singular values at or below ``rcond`` are dropped with a mask
-    (``kept``) instead of slicing; dropped directions get a zero weight, so
-    the products equal scikit-matter's sliced ones up to rounding.  In cutoff
-    mode the alphas with the same truncation of an element share one
-    computation (the first of them), so they tie exactly, as in scikit-matter.
+    ``descending`` lists the alpha indices from the largest alpha to the
+    smallest.  In cutoff mode every alpha keeps a prefix of the fold's
+    singular directions, so the predictions are built up once, from the
+    largest alpha (fewest directions) to the smallest: each alpha adds only
+    the directions it keeps beyond the previous one, as one stacked product
+    of the widest such segment of the batch.  That is about one
+    ``n_other x r x q`` product for all alphas instead of one per alpha
+    (segments summed to 1.15 r at the paper's atom-level shapes), and the
+    alphas with the same truncation of an element see the same prediction,
+    so they tie exactly, as in scikit-matter.
     """
-    u, s, vt = fold_svd
-    kept = s > rcond
-    ut_y = _transpose(u, xp) @ fold_target
-    other_xv = other_source @ _transpose(vt, xp)
+    ut_y = _transpose(side.u, xp) @ fold_target
     batch, n_alphas = scaled_alphas.shape
     losses = xp.zeros((batch, n_alphas), dtype=ut_y.dtype)
-    if cutoff:
-        # s is sorted in decreasing order: every mask is a prefix
-        masks = kept[:, None, :] & (s[:, None, :] > scaled_alphas[:, :, None])
-        first = _first_equal(masks.sum(axis=-1), xp)
+    if side.stops is None:
+        s_kept = xp.where(side.kept, side.s, 1.0)
         for a in range(n_alphas):
-            rows = xp.nonzero(first[:, a] == a)[0]
-            if rows.size == 0:
-                continue
-            if rows.size == batch:
-                rows = slice(None)
-            divisor = xp.where(masks[rows, a], s[rows], xp.inf)
-            prediction = (other_xv[rows] / divisor[:, None, :]) @ ut_y[rows]
-            losses[rows, a] = _scores(other_target[rows] - prediction, other_count, scoring, xp)
-        return xp.take_along_axis(losses, first, axis=1)
-    s_kept = xp.where(kept, s, 1.0)
-    for a in range(n_alphas):
-        factor = xp.where(kept, s_kept / (s_kept**2 + scaled_alphas[:, a, None]), 0.0)
-        prediction = (other_xv * factor[:, None, :]) @ ut_y
-        losses[:, a] = _scores(other_target - prediction, other_count, scoring, xp)
+            factor = xp.where(side.kept, s_kept / (s_kept**2 + scaled_alphas[:, a, None]), 0.0)
+            prediction = (side.other_xv * factor[:, None, :]) @ ut_y
+            losses[:, a] = _scores(other_target - prediction, other_count, scoring, xp)
+        return losses
+    prediction = xp.zeros_like(other_target, dtype=ut_y.dtype)
+    start = xp.zeros(batch, dtype=side.stops.dtype)
+    last = None
+    for a in descending:
+        stop = side.stops[:, a]
+        width = int((stop - start).max())
+        if width > 0:
+            index = start[:, None] + xp.arange(width)[None, :]
+            inside = index < stop[:, None]
+            index = xp.minimum(index, side.s.shape[-1] - 1)
+            segment_xv = xp.take_along_axis(side.other_xv, index[:, None, :], axis=2)
+            segment_y = xp.take_along_axis(ut_y, index[:, :, None], axis=1)
+            prediction = prediction + (segment_xv * inside[:, None, :]) @ segment_y
+            last = None
+        if last is None:
+            last = _scores(other_target - prediction, other_count, scoring, xp)
+        losses[:, a] = last
+        start = stop
     return losses
 
 
@@ -167,7 +199,8 @@ def ridge_2fold_batched(
     count2: int,
     xp=np,
     svds: tuple[BatchedSVD | None, BatchedSVD | None, BatchedSVD | None] | None = None,
-) -> BatchedRidgeFit:
+    x_predict=None,
+) -> BatchedRidgeFit | list[BatchedRidgeFit]:
     """``B`` independent ``Ridge2FoldCV.fit`` calls as stacked linear algebra.
 
     Element ``b`` reproduces scikit-matter's ``Ridge2FoldCV._2fold_cv`` on
@@ -188,6 +221,9 @@ def ridge_2fold_batched(
     x_train, y_train : array, shape (B, n, p), (B, n, q)
         All train rows (or a factor) of every element; ``x_train`` may be
         ``None`` when its SVD is given in ``svds``.
+        ``y1``, ``y2`` and ``y_train`` may also be equal-length lists of
+        targets fitted from the same source: the source's SVDs and
+        projections are then computed once for all of them.
     settings : RidgeSettings
     rcond : float
         Singular values of a fold at or below ``rcond`` are dropped
@@ -200,12 +236,22 @@ def ridge_2fold_batched(
     svds : tuple of three stacked SVDs or None, optional
         Precomputed thin SVDs ``(U, s, Vt)`` of ``x1``, ``x2`` and
         ``x_train`` (each entry may be ``None``: computed here).
+    x_predict : array, shape (B, m, p), optional
+        Rows to predict with each element's final map.  Given, the result
+        holds the predictions ``x_predict[b] W_b`` instead of ``W_b``, computed
+        as ``((x_predict V) / s) (U^T y)`` without forming the ``p x q`` map
+        (``m (p + q) k`` multiplications instead of ``p k q``).
 
     Returns
     -------
-    BatchedRidgeFit
+    BatchedRidgeFit, or a list of them for lists of targets
     """
-    for name, a in (("x1", x1), ("y1", y1), ("x2", x2), ("y2", y2), ("y_train", y_train)):
+    several = isinstance(y_train, list | tuple)
+    targets = list(zip(y1, y2, y_train, strict=True)) if several else [(y1, y2, y_train)]
+    named = [("x1", x1), ("x2", x2)] + [
+        (name, a) for t in targets for name, a in zip(("y1", "y2", "y_train"), t, strict=True)
+    ]
+    for name, a in named:
         if a.ndim != 3:
             raise ValueError(f"{name} must have shape (B, rows, columns), got {a.shape}")
     svds = svds or (None, None, None)
@@ -220,29 +266,41 @@ def ridge_2fold_batched(
         scaled_alphas = scaled_alphas * xp.maximum(s1.max(axis=-1), s2.max(axis=-1))[:, None]
 
     cutoff = settings.regularization_method == "cutoff"
-    common = {"rcond": rcond, "cutoff": cutoff, "scoring": settings.scoring, "xp": xp}
-    loss_1_to_2 = _fold_losses(svd1, y1, x2, y2, count2, scaled_alphas, **common)
-    loss_2_to_1 = _fold_losses(svd2, y2, x1, y1, count1, scaled_alphas, **common)
-    cv_values = (loss_1_to_2 + loss_2_to_1) / 2
-    # equal grid values tie exactly, whatever the batched products do
+    side1 = _fold_side(svd1, x2, scaled_alphas, rcond, cutoff, xp)
+    side2 = _fold_side(svd2, x1, scaled_alphas, rcond, cutoff, xp)
     grid = np.asarray(settings.alphas)
-    cv_values = cv_values[:, xp.asarray((grid[:, None] == grid[None, :]).argmax(axis=1))]
-
-    best = xp.argmax(cv_values, axis=1)
-    best_alpha = xp.take_along_axis(scaled_alphas, best[:, None], axis=1)
+    common = {
+        "scaled_alphas": scaled_alphas,
+        "descending": np.argsort(-grid, kind="stable").tolist(),
+        "scoring": settings.scoring,
+        "xp": xp,
+    }
+    # equal grid values tie exactly, whatever the batched products do
+    first_equal = xp.asarray((grid[:, None] == grid[None, :]).argmax(axis=1))
     u, s, vt = svd_train
-    ut_y = _transpose(u, xp) @ y_train
-    if cutoff:
-        divisor = xp.where(s > best_alpha, s, xp.inf)
-        weights = (_transpose(vt, xp) / divisor[:, None, :]) @ ut_y
-    else:
-        weights = (_transpose(vt, xp) * s[:, None, :] / (s**2 + best_alpha)[:, None, :]) @ ut_y
-    return BatchedRidgeFit(
-        weights=weights,
-        alpha=alphas[best],
-        scaled_alpha=best_alpha[:, 0],
-        cv_values=cv_values,
-    )
+    basis = _transpose(vt, xp) if x_predict is None else x_predict @ _transpose(vt, xp)
+    fits = []
+    for t1, t2, t_train in targets:
+        loss_1_to_2 = _fold_losses(side1, t1, t2, count2, **common)
+        loss_2_to_1 = _fold_losses(side2, t2, t1, count1, **common)
+        cv_values = ((loss_1_to_2 + loss_2_to_1) / 2)[:, first_equal]
+        best = xp.argmax(cv_values, axis=1)
+        best_alpha = xp.take_along_axis(scaled_alphas, best[:, None], axis=1)
+        if cutoff:
+            shrunk = basis / xp.where(s > best_alpha, s, xp.inf)[:, None, :]
+        else:
+            shrunk = basis * (s / (s**2 + best_alpha))[:, None, :]
+        mapped = shrunk @ (_transpose(u, xp) @ t_train)
+        fits.append(
+            BatchedRidgeFit(
+                weights=mapped if x_predict is None else None,
+                predictions=None if x_predict is None else mapped,
+                alpha=alphas[best],
+                scaled_alpha=best_alpha[:, 0],
+                cv_values=cv_values,
+            )
+        )
+    return fits if several else fits[0]
 
 
 def ridge_2fold(
