@@ -790,3 +790,26 @@ def test_self_reconstruction_is_tiny(make_features, as_input, kind):
     assert reference < 1e-14
     assert 0 <= gfre < 1e-14
     assert np.max(pointwise) < 1e-13
+
+
+@pytest.mark.parametrize("ratio", [0, np.inf], ids=["always_qr", "never_qr"])
+@pytest.mark.parametrize("name", ["n_lt_p", "rank_deficient", "duplicated_rows", "p_gt_q"])
+def test_factors_compressed_or_not_match_skmatter(
+    make_features, skmatter_measures, monkeypatch, name, ratio
+):
+    """Chunked inputs whose factors are always, or never, compressed by a QR give
+    scikit-matter's numbers (the default compresses only factors of > 2 P rows)."""
+    import fredask.stats.moments
+
+    monkeypatch.setattr(fredask.stats.moments, "COMPRESS_RATIO", ratio)
+    X, Y, split_kwargs, scaler, estimator = _case(make_features, name)
+    expected = skmatter_measures(X, Y, scaler=scaler, estimator=estimator, **split_kwargs)
+    chunks = max(4, X.shape[0] // 7)
+    actual = fredask_measures(
+        da.from_array(X, chunks=(chunks, -1)),
+        da.from_array(Y, chunks=(chunks, -1)),
+        scaler=scaler and scaler(),
+        estimator=estimator and estimator(),
+        **split_kwargs,
+    )
+    assert_measures_close(actual, expected, RTOL[np.float64])
