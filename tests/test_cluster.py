@@ -418,3 +418,57 @@ def test_progress_never_imports_tqdm():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False" and "TqdmWarning" not in done.stderr
+
+
+def test_work_meter_estimates_the_time_left_from_the_work_done(monkeypatch):
+    import io
+
+    from fredask.cluster.progress import WorkMeter
+
+    monkeypatch.setenv("FREDASK_PROGRESS_INTERVAL", "5")
+    now = [0.0]
+    stream = io.StringIO()
+    meter = WorkMeter(
+        {"cheap": 1.0, "dear": 3.0, "last": 4.0}, "local fits", stream, lambda: now[0]
+    )
+    now[0] = 2.0
+    meter.finished("cheap")  # before the first interval: nothing written
+    now[0] = 8.0
+    meter.finished("dear")  # half the work in 8 s: about 8 s left, not 4 s as tasks would say
+    meter.finished("unknown")  # keys without a cost count for nothing (and write nothing)
+    now[0] = 20.0
+    meter.finished("last")
+    meter.close()
+    assert stream.getvalue().splitlines() == [
+        "local fits: 50% of the work, 8.00 s, about 8.00 s left",
+        "local fits: 100% of the work, 20.00 s",
+        "local fits: 100% of the work, 20.00 s (done)",
+    ]
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "distributed"])
+def test_weighted_compute_returns_results_in_order_with_a_meter(scheduler, capsys, monkeypatch):
+    import dask
+
+    from fredask.cluster.clients import compute_weighted
+
+    monkeypatch.setenv("FREDASK_PROGRESS_INTERVAL", "0.1")
+
+    def slow(i):
+        import time
+
+        time.sleep(0.05)
+        return i * i
+
+    tasks = [dask.delayed(slow, pure=True)(i) for i in range(10)]
+    costs = [float(i + 1) for i in range(10)]
+    if scheduler == "threads":
+        assert compute_weighted(tasks, costs, "threads", "fits") == [i * i for i in range(10)]
+    else:
+        with distributed.Client(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+        ) as client:
+            assert compute_weighted(tasks, costs, client, "fits") == [i * i for i in range(10)]
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(line.startswith("fits: ") for line in lines), lines
+    assert lines[-1].startswith("fits: 100% of the work") and lines[-1].endswith("(done)")

@@ -336,3 +336,26 @@ def test_row_space_reduction_changes_nothing_but_rounding(monkeypatch, duplicate
     monkeypatch.setattr(local_fit, "ROW_SPACE_RATIO", np.inf)
     plain = local_fit.local_fit_errors(x, y, x_test, y_test, ridge, eps)
     np.testing.assert_allclose(reduced, plain, rtol=1e-9)
+
+
+def test_local_fits_show_a_meter_of_the_work_and_give_the_same_errors(
+    make_features, capsys, monkeypatch
+):
+    from fredask.measures.local_fit import local_errors
+    from fredask.stats.features import as_feature_set
+    from fredask.stats.splits import resolve_split
+
+    monkeypatch.setenv("FREDASK_PROGRESS_INTERVAL", "0")
+    X, Y = make_features(200, 7, 5, seed=12)
+    features = as_feature_set({"x": X, "y": Y})
+    split = resolve_split(200)
+    pairs = [("x", "y"), ("y", "x")]
+    quiet = local_errors(features, split, pairs, 6, scheduler="threads", fit_memory=1)
+    capsys.readouterr()
+    shown = local_errors(
+        features, split, pairs, 6, scheduler="threads", progress=True, fit_memory=1
+    )
+    for pair in pairs:
+        np.testing.assert_array_equal(shown[pair], quiet[pair])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("local")]
+    assert lines[-1].startswith("local fits: 100% of the work") and lines[-1].endswith("(done)")

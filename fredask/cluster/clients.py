@@ -41,7 +41,13 @@ from fredask.cluster.profiles import (
     ProfileError,
     load_profile,
 )
-from fredask.cluster.progress import local_progress, wait_with_progress
+from fredask.cluster.progress import (
+    WorkMeter,
+    local_progress,
+    wait_weighted,
+    wait_with_progress,
+    weighted_local_progress,
+)
 from fredask.errors import FredaskError
 
 
@@ -369,4 +375,21 @@ def compute(obj, scheduler: Scheduler, progress: bool = False):
     futures = scheduler.compute(obj)  # a future, or a list of them for a list
     if progress:
         wait_with_progress(futures, scheduler.scheduler.address)
+    return scheduler.gather(futures)
+
+
+def compute_weighted(tasks: list, costs: list[float], scheduler: Scheduler, label: str) -> list:
+    """Compute Dask delayed ``tasks`` of unequal ``costs``, showing a :class:`WorkMeter`.
+
+    The meter estimates the time left from the cost of the tasks done, not
+    their number.  Returns the results in the order of ``tasks``.
+    """
+    meter = WorkMeter({t.key: c for t, c in zip(tasks, costs, strict=True)}, label)
+    if isinstance(scheduler, str):
+        blas_threads = 1 if scheduler == "threads" else None
+        with threadpool_limits(limits=blas_threads, user_api="blas"):
+            with weighted_local_progress(meter):
+                return list(dask.compute(tasks, scheduler=scheduler)[0])
+    futures = scheduler.compute(tasks)
+    wait_weighted(futures, meter)
     return scheduler.gather(futures)
