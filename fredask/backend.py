@@ -189,3 +189,36 @@ def r_factor(a, xp):
         return np.triu(qr[: min(a.shape)])
     r = xp.linalg.qr(a, mode="r")
     return r[1] if isinstance(r, tuple) else r
+
+
+def svd(a, xp, full_matrices: bool = False):
+    """``xp.linalg.svd(a)`` (stacked or not), falling back to LAPACK's ``gesvd`` on numpy.
+
+    numpy's SVD is LAPACK's divide-and-conquer ``gesdd``, which now and then
+    reports "SVD did not converge" on an ordinary finite matrix (seen on the
+    64 x 64 Procrustes cross-product of a 4-model comparison whose factors
+    differed from a working run by rounding only).  The QR-iteration driver
+    ``gesvd`` (scipy) computes the same decomposition and does not share
+    that failure; it is tried, matrix by matrix, only where ``gesdd`` failed.
+    Non-finite input still raises.
+    """
+    try:
+        return xp.linalg.svd(a, full_matrices=full_matrices)
+    except np.linalg.LinAlgError:
+        if xp is not np or not np.all(np.isfinite(a)):
+            raise
+    import scipy.linalg
+
+    def one(m):
+        return scipy.linalg.svd(
+            m, full_matrices=full_matrices, lapack_driver="gesvd", check_finite=False
+        )
+
+    if a.ndim == 2:
+        return one(a)
+    flat = a.reshape(-1, *a.shape[-2:])
+    parts = [one(m) for m in flat]
+    return tuple(
+        np.stack([part[i] for part in parts]).reshape(*a.shape[:-2], *parts[0][i].shape)
+        for i in range(3)
+    )

@@ -128,3 +128,22 @@ def test_gfre_on_the_gpu_equals_numpy():  # pragma: no cover - needs a GPU
     expected = fredask.global_reconstruction_error(*chunked)
     got = fredask.global_reconstruction_error(*chunked, device="gpu")
     assert got == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(9, 6), (3, 7, 5)])
+def test_svd_falls_back_to_gesvd_where_gesdd_does_not_converge(monkeypatch, shape):
+    """numpy's gesdd now and then fails on finite matrices; ``backend.svd`` then uses gesvd."""
+    from fredask import backend
+
+    a = np.random.default_rng(0).normal(size=shape)
+    want = np.linalg.svd(a, full_matrices=False)
+
+    def gesdd_fails(*args, **kwargs):
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setattr(np.linalg, "svd", gesdd_fails)
+    u, s, vt = backend.svd(a, np)
+    np.testing.assert_allclose(s, want[1], rtol=1e-12)
+    np.testing.assert_allclose((u * s[..., None, :]) @ vt, a, atol=1e-12)
+    with pytest.raises(np.linalg.LinAlgError):  # non-finite input still raises
+        backend.svd(np.full(shape, np.nan), np)

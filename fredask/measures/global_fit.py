@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fredask.backend import NUMPY, ArrayBackend, resolve_backend, to_host
+from fredask.backend import NUMPY, ArrayBackend, resolve_backend, svd, to_host
 from fredask.cluster.clients import Scheduler, compute
 from fredask.errors import FredaskError
 from fredask.measures.caveats import UnderdeterminedFitWarning, warn
@@ -274,9 +274,7 @@ def fit_global(
     for source in dict.fromkeys(source for source, _ in pairs):
         for subset in (FOLD1, FOLD2, "train"):
             try:
-                svds[(subset, source)] = np.linalg.svd(
-                    factors[subset][:, features.columns(source)], False
-                )
+                svds[(subset, source)] = svd(factors[subset][:, features.columns(source)], np)
             except np.linalg.LinAlgError as error:
                 raise _solver_failed(error, method, [p for p in pairs if p[0] == source]) from None
     for source, target in pairs:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 import dask
 import numpy as np
 
-from fredask.backend import ArrayBackend, resolve_backend
+from fredask.backend import ArrayBackend, resolve_backend, svd
 from fredask.cluster.clients import Scheduler, compute, compute_weighted, task_memory
 from fredask.errors import FredaskError
 from fredask.measures.caveats import NeighbourCapWarning, warn
@@ -383,7 +383,7 @@ def local_fit_errors(
     xc, x_new = row_space(x_neighbours - x_bar, (x_test - x_bar[:, 0])[:, None, :], xp)
     fold1, fold2 = fold_positions(k, ridge.random_state, ridge.shuffle)
     x1, x2 = xc[:, fold1], xc[:, fold2]
-    svds = tuple(xp.linalg.svd(a, full_matrices=False) for a in (x1, x2, xc))
+    svds = tuple(svd(a, xp) for a in (x1, x2, xc))
     rcond = max(k, p) * eps
     y_bars = [y.mean(axis=1, keepdims=True) for y, _ in targets]
     centred = [y - y_bar for (y, _), y_bar in zip(targets, y_bars, strict=True)]

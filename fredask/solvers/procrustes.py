@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fredask.backend import svd
+
 
 def procrustes_difference(train_source: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """The map ``D`` with ``d_i = x_i D`` for the global reconstruction distortion.
@@ -19,7 +21,7 @@ def procrustes_difference(train_source: np.ndarray, weights: np.ndarray) -> np.n
     r = max(p, q)
     cross = np.zeros((r, r))
     cross[:p, :q] = train_source.T @ (train_source @ weights)
-    u, _, vt = np.linalg.svd(cross)
+    u, _, vt = svd(cross, np, full_matrices=True)
     difference = np.zeros((p, r))
     difference[:, :q] = weights
     return difference - (u @ vt)[:p]

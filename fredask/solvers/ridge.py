@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from fredask.backend import svd
 from fredask.solvers.settings import RidgeSettings
 
 
@@ -256,8 +257,8 @@ def ridge_2fold_batched(
             raise ValueError(f"{name} must have shape (B, rows, columns), got {a.shape}")
     svds = svds or (None, None, None)
     svd1, svd2, svd_train = (
-        svd if svd is not None else xp.linalg.svd(x, full_matrices=False)
-        for svd, x in zip(svds, (x1, x2, x_train), strict=True)
+        given if given is not None else svd(x, xp)
+        for given, x in zip(svds, (x1, x2, x_train), strict=True)
     )
     s1, s2 = svd1[1], svd2[1]
     alphas = xp.asarray(settings.alphas)
