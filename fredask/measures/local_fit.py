@@ -267,13 +267,14 @@ def local_errors(
         index = np.searchsorted(needed, neighbours[source][:, :k])
         eps = ridge.eps(features.dtypes[features.names.index(source)])
         blocks = _blocks(index.shape[0], rows)
+        index = share(index)  # once per group, not a slice inside every task's graph
         tasks[(source, k)] = [
             fit(
                 pool,
                 {name: shifts[name] for name in (source, *targets)},
                 source,
                 targets,
-                index[block],
+                index,
                 shared_test,
                 block,
                 ridge,
@@ -343,8 +344,11 @@ def _block_errors(pool, shifts, source, targets, index, test, block, ridge, eps,
     ``source`` (one shared factorisation), gathering from the pool.
 
     ``pool`` holds the neighbours' rows in the input dtype; ``shifts`` the
-    (centre, scale) of each model, applied here in float64.
+    (centre, scale) of each model, applied here in float64; ``index`` the
+    pool positions of the neighbours of every test row of the group, of which
+    this task takes the rows ``block``.
     """
+    index = index[block]
     x = _scale(pool[source][index], shifts[source])
     ys = [_scale(pool[name][index], shifts[name]) for name in targets]
     y_tests = [test[name][block] for name in targets]
