@@ -125,3 +125,55 @@ def test_lfre_benchmark(tmp_path):
     # the hook's neighbours and scaler rebuild arrays whose local fits give fredask's LFRE
     assert r["fredask"]["local_fit_floor_relative_difference"] < 1e-10
     assert r["relative_difference_float64"] < 1e-12
+
+
+def test_paper_analysis_benchmark(tmp_path):
+    results = run_script(
+        "paper_analysis",
+        tmp_path,
+        *("--scale", "0.01", "--n-test", "8", "--structure-lfre-sample", "2"),
+        *("--paper-budget", "0.5", "--client-blas-threads", "1", "--order-models", "uma128"),
+    )
+    page = (results / "paper_analysis.md").read_text()
+    assert (
+        "| step | fredask s | floor s | fredask / floor | paper pipeline s | paper / fredask | "
+        "peak worker RSS MiB | load before / after |"
+    ) in page
+    assert "| **whole analysis** |" in page
+    [r] = json.loads((results / "paper_analysis.json").read_text())["results"]
+    assert r["n_structures"] == 95 and r["split"]["structures"][1] == 8
+    steps = r["steps"]
+    assert list(steps) == [
+        "atom_gfre",
+        "atom_lfre",
+        "cumulants",
+        "structure_gfre",
+        "structure_lfre",
+        "order_gfre",
+        "order_lfre",
+    ]
+    for step in steps.values():
+        assert step["fredask"]["seconds"] > 0 and step["floor"]["seconds"] > 0
+        runs = step["fredask"]["runs"].values()
+        assert all(min(run["worker_peak_rss"].values()) > 0 for run in runs)
+        assert step["paper"]["total_s"] > 0
+        # fredask (float64-exact settings) equals scikit-matter / the scipy loop
+        assert step["agreement"]["max_relative_difference"] < 1e-8
+    for name in ("structure_lfre", "order_lfre"):  # 2 of 8 test structures, extrapolated
+        assert steps[name]["fredask"]["extrapolated"]
+        assert steps[name]["fredask"]["estimate"]["rows_timed"] == 2
+
+
+def test_paper_extrapolation():
+    from fredask.bench.paper import extrapolate, pair_estimate
+
+    # 10 s for 40 rows: 0.25 s a row -> 250 s for 1000 (an upper bound)
+    assert extrapolate(10.0, 40, 1000)["seconds"] == pytest.approx(250.0)
+    # with 6 s for 20 rows: 0.2 s a row plus 2 s fixed
+    line = extrapolate(10.0, 40, 1000, half_s=6.0, n_half=20)
+    assert line["per_row_s"] == pytest.approx(0.2) and line["fixed_s"] == pytest.approx(2.0)
+    assert line["seconds"] == pytest.approx(202.0) and line["linearity"] == pytest.approx(10 / 12)
+    assert not extrapolate(3.0, 8, 8)["extrapolated"]
+    # scikit-matter: 1.5 s for 1 row, 3 s for 4 rows -> 0.5 s a row, 1 s fixed
+    assert pair_estimate(1.5, 3.0, 4, 100) == pytest.approx(51.0)
+    assert pair_estimate(1.5, None, 0, 100) == pytest.approx(150.0)
