@@ -464,9 +464,13 @@ def test_weighted_compute_returns_results_in_order_with_a_meter(scheduler, capsy
     costs = [float(i + 1) for i in range(10)]
     if scheduler == "threads":
         assert compute_weighted(tasks, costs, "threads", "fits") == [i * i for i in range(10)]
-    else:
+    else:  # not the default client, as the embedded cluster's is not
         with distributed.Client(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+            n_workers=1,
+            threads_per_worker=2,
+            processes=False,
+            dashboard_address=":0",
+            set_as_default=False,
         ) as client:
             assert compute_weighted(tasks, costs, client, "fits") == [i * i for i in range(10)]
     lines = capsys.readouterr().err.splitlines()

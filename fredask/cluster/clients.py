@@ -391,5 +391,5 @@ def compute_weighted(tasks: list, costs: list[float], scheduler: Scheduler, labe
             with weighted_local_progress(meter):
                 return list(dask.compute(tasks, scheduler=scheduler)[0])
     futures = scheduler.compute(tasks)
-    wait_weighted(futures, meter)
+    wait_weighted(futures, meter, scheduler)
     return scheduler.gather(futures)

@@ -253,10 +253,14 @@ def weighted_local_progress(meter: WorkMeter):
     return _Finished()
 
 
-def wait_weighted(futures, meter: WorkMeter) -> None:
-    """Wait for the distributed ``futures``, feeding ``meter`` as each finishes."""
+def wait_weighted(futures, meter: WorkMeter, client) -> None:
+    """Wait for the distributed ``futures`` of ``client``, feeding ``meter`` as each finishes.
+
+    ``client`` gives the event loop: it need not be the process's default
+    client (the embedded cluster's is not).
+    """
     from distributed import as_completed
 
-    for future in as_completed(futures):
+    for future in as_completed(futures, loop=client.loop):
         meter.finished(future.key)
     meter.close()
