@@ -357,6 +357,16 @@ def task_memory(scheduler: Scheduler) -> int:
     return min(limits) if limits else total // cores
 
 
+def _local_blas(scheduler: str):
+    """BLAS threads for a pass on Dask's local scheduler ``scheduler``.
+
+    Dask's threads each call BLAS: under ``"threads"`` BLAS itself uses one
+    thread, or the two levels of threading oversubscribe the cores (10x slower
+    seen); ``"sync"`` leaves BLAS its own threads.
+    """
+    return threadpool_limits(limits=1 if scheduler == "threads" else None, user_api="blas")
+
+
 def compute(obj, scheduler: Scheduler, progress: bool = False):
     """Compute a Dask collection or delayed object, with an optional progress bar.
 
@@ -364,10 +374,7 @@ def compute(obj, scheduler: Scheduler, progress: bool = False):
     terminal, and one line every few seconds where it is a log file.
     """
     if isinstance(scheduler, str):
-        # Dask's threads each call BLAS: let BLAS itself use one thread, or the
-        # two levels of threading oversubscribe the cores (10x slower seen).
-        blas_threads = 1 if scheduler == "threads" else None
-        with threadpool_limits(limits=blas_threads, user_api="blas"):
+        with _local_blas(scheduler):
             if not progress:
                 return dask.compute(obj, scheduler=scheduler)[0]
             with local_progress():
@@ -386,10 +393,8 @@ def compute_weighted(tasks: list, costs: list[float], scheduler: Scheduler, labe
     """
     meter = WorkMeter({t.key: c for t, c in zip(tasks, costs, strict=True)}, label)
     if isinstance(scheduler, str):
-        blas_threads = 1 if scheduler == "threads" else None
-        with threadpool_limits(limits=blas_threads, user_api="blas"):
-            with weighted_local_progress(meter):
-                return list(dask.compute(tasks, scheduler=scheduler)[0])
+        with _local_blas(scheduler), weighted_local_progress(meter):
+            return list(dask.compute(tasks, scheduler=scheduler)[0])
     futures = scheduler.compute(tasks)
     wait_weighted(futures, meter, scheduler)
     return scheduler.gather(futures)

@@ -331,7 +331,7 @@ def fit_cost(k: int, p: int, q: int) -> float:
     k = 1024, p = 2048 (within 12% of each).  The progress meter's time-left
     estimate needs only the ratios.
     """
-    m = k if p >= ROW_SPACE_RATIO * k else min(k, p)
+    m = k if _reduces_to_row_space(k, p) else min(k, p)
     return 2.2e-9 * k * m * m + 6e-11 * k * m * q + 9.5e-3
 
 
@@ -441,12 +441,12 @@ def row_space(xc, x_new, xp=np):
     (xc, x_new) of shapes (B, k, k), (B, m, k); unchanged where ``p`` is below
     :data:`ROW_SPACE_RATIO` ``k``.
     """
-    k, p = xc.shape[1:]
-    if p < ROW_SPACE_RATIO * k:
+    if not _reduces_to_row_space(*xc.shape[1:]):
         return xc, x_new
-    q, r = xp.linalg.qr(_transpose(xc, xp))
-    return _transpose(r, xp), x_new @ q
+    q, r = xp.linalg.qr(xp.swapaxes(xc, -1, -2))
+    return xp.swapaxes(r, -1, -2), x_new @ q
 
 
-def _transpose(a, xp):
-    return xp.swapaxes(a, -1, -2)
+def _reduces_to_row_space(k: int, p: int) -> bool:
+    """Whether :func:`row_space` factors ``k x p`` neighbourhoods (p >= ROW_SPACE_RATIO k)."""
+    return p >= ROW_SPACE_RATIO * k
