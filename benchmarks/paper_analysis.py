@@ -161,10 +161,12 @@ def cumulant_read(ctx, models=tuple(MODELS)) -> float:
 def step_atom_gfre(ctx):
     store, client = ctx["store"], ctx["client"]
     run = timed(client, lambda: atom_matrix(store, "gfre", ctx["splits"].atoms, client))
-    gram = ctx["clock"].gram_s(store.n_atoms, store.chunk_rows, sum(MODELS.values()), "float32")
+    width = sum(MODELS.values())
+    gram = ctx["clock"].gram_s(store.n_atoms, store.chunk_rows, width, "float32")
+    solves = ctx["clock"].global_solve_s(MODELS, ctx["splits"].atoms.train_idx.size, width)
     return (
         fredask_record({"run": run}),
-        floor_record(ctx["read"]["features"], gram_s=gram),
+        floor_record(ctx["read"]["features"], gram_s=gram, **solves),
         run.value,
     )
 
@@ -194,7 +196,11 @@ def step_structure_gfre(ctx):
     run = timed(client, lambda: model_matrix(store, "gfre", ctx["splits"].structures, client))
     width = ORDER * sum(MODELS.values())
     gram = ctx["clock"].gram_s(store.n_structures, STRUCTURE_CHUNK_ROWS, width, "float64")
-    return fredask_record({"run": run}), floor_record(cumulant_read(ctx), gram_s=gram), run.value
+    widths = {m: ORDER * p for m, p in MODELS.items()}
+    n_train = ctx["splits"].structures.train_idx.size
+    solves = ctx["clock"].global_solve_s(widths, n_train, width)
+    floor = floor_record(cumulant_read(ctx), gram_s=gram, **solves)
+    return fredask_record({"run": run}), floor, run.value
 
 
 def step_structure_lfre(ctx):
@@ -210,13 +216,16 @@ def step_order_gfre(ctx):
     store, client = ctx["store"], ctx["client"]
     split, models = ctx["splits"].structures, ctx["order_models"]
     run = timed(client, lambda: order_matrices(store, "gfre", split, client, models))
-    grams = [
-        ctx["clock"].gram_s(store.n_structures, STRUCTURE_CHUNK_ROWS, ORDER * MODELS[m], "float64")
-        for m in models
-    ]
+    clock, n_train = ctx["clock"], split.train_idx.size
+    kernels = []
+    for m in models:
+        width = ORDER * MODELS[m]  # the descriptors are prefixes of the order-8 columns
+        widths = {o: o * MODELS[m] for o in range(1, ORDER + 1)}
+        gram = clock.gram_s(store.n_structures, STRUCTURE_CHUNK_ROWS, width, "float64")
+        kernels.append({"gram_s": gram, **clock.global_solve_s(widths, n_train, width)})
     return (
         fredask_record({"run": run}),
-        floor_record(cumulant_read(ctx, tuple(models)), gram_s=sum(grams)),
+        floor_record(cumulant_read(ctx, tuple(models)), **add(*kernels)),
         run.value,
     )
 
@@ -465,7 +474,7 @@ def whole_row(steps: dict) -> list[str]:
 
 
 def floor_row(label: str, step: dict) -> list[str]:
-    keys = ("read_s", "gram_s", "distance_s", "svd_s", "power_sums_s", "seconds")
+    keys = ("read_s", "gram_s", "distance_s", "svd_s", "projection_s", "power_sums_s", "seconds")
     return [label, *(fmt(step["floor"].get(k), 3) for k in keys)]
 
 
@@ -536,7 +545,11 @@ DEFINITIONS = (
     "kernels, each timed once at its real shape on one single-threaded worker, multiplied by "
     "its count and divided by the 2 workers: GFRE, the Gram of the concatenated columns over "
     "all rows (atoms: float32, blocks of the store's chunk rows; structures: float64, blocks of "
-    "2048, for f the 8d distinct columns of each model); LFRE, the distance GEMMs "
+    "2048, for f the 8d distinct columns of each model), plus its solves: per source (model or "
+    "order descriptor) the thin SVDs of its columns in the two folds and in all train rows "
+    "(min(rows, concatenated columns) rows: the pass's factor), per off-diagonal pair the "
+    "target's projections on the source's left vectors in those three subsets (2 r p q flops "
+    "each at the float64 GEMM rate); LFRE, the distance GEMMs "
     "(n_test x p by p x n_train, float64, per source model or order descriptor) plus, per test "
     "row and distinct (source, k) of the 12 (f: 56 per model) off-diagonal pairs, the SVD of a "
     "k x min(k, p) block and two of ceil(k/2) x min(k, p); cumulants, 16 flops per feature "
@@ -563,7 +576,8 @@ def page(results: list[dict], context: dict) -> str:
          [step_row(label, step) for label, step in labels] + [whole_row(steps)]),
         "\\* extrapolated (see the tables below); the whole-analysis row sums the steps.",
         ("Floors, seconds:",
-         ["step", "read", "Gram", "distance GEMMs", "local-fit SVDs", "power sums", "floor"],
+         ["step", "read", "Gram", "distance GEMMs", "SVDs", "projections", "power sums",
+          "floor"],
          [floor_row(label, step) for label, step in labels]),
         ("fredask's structure-level LFREs, timed on a sample of the test structures and "
          "extrapolated linearly (per row = sample s / rows, or the slope through the half "

@@ -480,6 +480,27 @@ class KernelClock:
             )
         return n_test * per_row / self.n_workers
 
+    def global_solve_s(self, widths: dict, n_train: int, n_columns: int) -> dict:
+        """The solves of a GFRE matrix after its pass, for the off-diagonal pairs of
+        ``widths`` (``{source: p}``).
+
+        A subset's factor has ``min(rows, n_columns)`` rows (the pass's R factor,
+        or the centred rows where they are fewer).  Per source: the thin SVDs of its
+        columns in the two folds (``n_train / 2`` rows each) and in all train rows;
+        per ordered pair: the target's projection on the source's left vectors in
+        the three subsets, ``2 r p q`` flops each.
+        """
+        subsets = [min(n_train // 2, n_columns)] * 2 + [min(n_train, n_columns)]
+        svd_s = sum(self.seconds("svd", (rows, p)) for p in widths.values() for rows in subsets)
+        flops = sum(
+            2 * rows * widths[s] * widths[t]
+            for s in widths
+            for t in widths
+            if s != t
+            for rows in subsets
+        )
+        return {"svd_s": svd_s / self.n_workers, "projection_s": self.flops_s(flops)}
+
     def flops_s(self, flops: float) -> float:
         """``flops`` at this machine's float64 GEMM rate (a 4096 x 768 Gram), all workers."""
         rate = 2 * 4096 * 768**2 / self.seconds("gram", (4096, 768))

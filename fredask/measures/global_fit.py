@@ -32,6 +32,7 @@ from fredask.stats.moments import (
     merge_moments,
     moments_to_host,
     rms_of_map,
+    used_rows,
 )
 from fredask.stats.passes import gather_rows_graph, pointwise_norms, statistics_graph
 from fredask.stats.scaler import ScalerSettings, fit_scaler
@@ -125,7 +126,7 @@ class GlobalFit:
         z = (z - self.centre) / self.scale
         norms = []
         for linear_map in maps:
-            used = np.flatnonzero(np.any(linear_map != 0, axis=1))
+            used = used_rows(linear_map)
             norms.append(np.linalg.norm(z[:, used] @ linear_map[used], axis=1))
         order = np.searchsorted(np.sort(self.split.test_idx), self.split.test_idx)
         return np.stack(norms, axis=1)[order]
@@ -178,6 +179,34 @@ def _statistics(features, labels, method, scheduler, backend, progress, test_row
     if test_rows is not None:
         gathered = {name: to_host(values) for name, values in results[1].items()}
     return align_moments(moments, method, np), gathered
+
+
+def _by_source(pairs: list[Pair]) -> dict[str, list[str]]:
+    """The targets of every source, in the order of ``pairs``."""
+    grouped: dict[str, list[str]] = {}
+    for source, target in pairs:
+        grouped.setdefault(source, []).append(target)
+    return grouped
+
+
+def _pair_fit(fit: RidgeFit, a: slice, b: slice, factors, counts, n_cols, distortion) -> PairFit:
+    """The error (and distortion) maps of one fitted pair and their test RMS."""
+    error_map = np.zeros((n_cols, b.stop - b.start))
+    error_map[b] += np.eye(b.stop - b.start)
+    error_map[a] -= fit.weights
+    distortion_map, gfrd = None, float("nan")
+    if distortion:
+        difference = procrustes_difference(factors["train"][:, a], fit.weights)
+        distortion_map = np.zeros((n_cols, difference.shape[1]))
+        distortion_map[a] = difference
+        gfrd = rms_of_map(factors[TEST], distortion_map, counts[TEST])
+    return PairFit(
+        ridge=fit,
+        error_map=error_map,
+        distortion_map=distortion_map,
+        gfre=rms_of_map(factors[TEST], error_map, counts[TEST]),
+        gfrd=gfrd,
+    )
 
 
 def fit_global(
@@ -277,33 +306,25 @@ def fit_global(
                 svds[(subset, source)] = svd(factors[subset][:, features.columns(source)], np)
             except np.linalg.LinAlgError as error:
                 raise _solver_failed(error, method, [p for p in pairs if p[0] == source]) from None
-    for source, target in pairs:
-        a, b = features.columns(source), features.columns(target)
+    for source, targets in _by_source(pairs).items():
+        a = features.columns(source)
+        columns = [features.columns(target) for target in targets]
         sub = {
-            k: SubsetFactor(factors[k][:, a], factors[k][:, b], counts[k], svds[(k, source)])
+            k: SubsetFactor(
+                factors[k][:, a], [factors[k][:, b] for b in columns], counts[k], svds[(k, source)]
+            )
             for k in (FOLD1, FOLD2, "train")
         }
-        fit = ridge_2fold(
+        fits = ridge_2fold(
             sub[FOLD1],
             sub[FOLD2],
             sub["train"],
             ridge,
             _rcond(features, source, train.count, ridge),
         )
-        error_map = np.zeros((n_cols, b.stop - b.start))
-        error_map[b] += np.eye(b.stop - b.start)
-        error_map[a] -= fit.weights
-        distortion_map, gfrd = None, float("nan")
-        if distortion:
-            difference = procrustes_difference(sub["train"].source, fit.weights)
-            distortion_map = np.zeros((n_cols, difference.shape[1]))
-            distortion_map[a] = difference
-            gfrd = rms_of_map(factors[TEST], distortion_map, counts[TEST])
-        result.pairs[(source, target)] = PairFit(
-            ridge=fit,
-            error_map=error_map,
-            distortion_map=distortion_map,
-            gfre=rms_of_map(factors[TEST], error_map, counts[TEST]),
-            gfrd=gfrd,
-        )
+        for target, b, fit in zip(targets, columns, fits, strict=True):
+            result.pairs[(source, target)] = _pair_fit(
+                fit, a, b, factors, counts, n_cols, distortion
+            )
+    result.pairs = {pair: result.pairs[pair] for pair in pairs}
     return result

@@ -31,6 +31,8 @@ class SubsetFactor:
 
     ``svd`` is the thin SVD ``(U, s, Vt)`` of ``source``; it depends on the
     source model only, so callers compute it once per source and subset.
+    ``target`` may be a list of targets fitted from the same source (their
+    fits then share the source's fold projections).
     """
 
     source: np.ndarray
@@ -171,7 +173,11 @@ def _fold_losses(
     for a in descending:
         stop = side.stops[:, a]
         width = int((stop - start).max())
-        if width > 0:
+        if width > 0 and batch == 1:  # one element: views, not gathered copies
+            begin, end = int(start[0]), int(stop[0])
+            prediction = prediction + side.other_xv[:, :, begin:end] @ ut_y[:, begin:end]
+            last = None
+        elif width > 0:
             index = start[:, None] + xp.arange(width)[None, :]
             inside = index < stop[:, None]
             index = xp.minimum(index, side.s.shape[-1] - 1)
@@ -325,20 +331,29 @@ def ridge_2fold(
 
     Returns
     -------
-    RidgeFit
+    RidgeFit, or a list of them where the targets are lists
     """
     parts = (fold1, fold2, train)
-    fit = ridge_2fold_batched(
-        *(a[None] for f in parts for a in (f.source, f.target)),
+    several = isinstance(train.target, list | tuple)
+
+    def stacked(target):
+        return [t[None] for t in target] if several else target[None]
+
+    fits = ridge_2fold_batched(
+        *(a for f in parts for a in (f.source[None], stacked(f.target))),
         settings,
         rcond,
         count1=fold1.count,
         count2=fold2.count,
         svds=tuple(tuple(a[None] for a in f.svd) for f in parts),
     )
-    return RidgeFit(
-        weights=fit.weights[0],
-        alpha=float(fit.alpha[0]),
-        scaled_alpha=float(fit.scaled_alpha[0]),
-        cv_values=fit.cv_values[0],
-    )
+    fits = [
+        RidgeFit(
+            weights=fit.weights[0],
+            alpha=float(fit.alpha[0]),
+            scaled_alpha=float(fit.scaled_alpha[0]),
+            cv_values=fit.cv_values[0],
+        )
+        for fit in (fits if several else [fits])
+    ]
+    return fits if several else fits[0]

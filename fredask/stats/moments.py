@@ -221,6 +221,16 @@ def moments_to_host(moments: Moments | None) -> Moments | None:
     return Moments(moments.count, to_host(moments.mean), to_host(moments.scatter), moments.exponent)
 
 
+def used_rows(linear_map: np.ndarray) -> np.ndarray:
+    """The rows of a map over the concatenated columns that are not all zero.
+
+    A pair's map is zero outside its source and target columns; products with
+    these rows only skip the other models' columns.
+    """
+    return np.flatnonzero(np.any(linear_map != 0, axis=1))
+
+
 def rms_of_map(factor: np.ndarray, linear_map: np.ndarray, count: int) -> float:
-    """``sqrt(mean_i ||z_i M||^2)`` over a subset, from its factor."""
-    return float(np.sqrt(np.sum((factor @ linear_map) ** 2) / count))
+    """``sqrt(mean_i ||z_i M||^2)`` over a subset, from its factor (used rows of M only)."""
+    used = used_rows(linear_map)
+    return float(np.sqrt(np.sum((factor[:, used] @ linear_map[used]) ** 2) / count))
