@@ -160,6 +160,63 @@ def to_host(value) -> np.ndarray:
     return np.asarray(value)
 
 
+def smallest_indices(a, k: int, xp):
+    """Indices of the ``k`` smallest entries of each row of ``a`` (2-D), in any order.
+
+    The array API standard has no partial selection: numpy and CuPy have
+    ``argpartition`` (linear in the row length, where a sort is not), torch
+    has ``topk``; any other module sorts.
+    """
+    if hasattr(xp, "argpartition"):
+        return xp.argpartition(a, k - 1, axis=1)[:, :k]
+    if hasattr(xp, "topk"):
+        return xp.topk(a, k, dim=1, largest=False, sorted=False).indices
+    return xp.argsort(a, axis=1, stable=True)[:, :k]
+
+
+def order_by(primary, secondary, xp):
+    """The order of each row of ``primary`` (2-D), ties broken by ``secondary``.
+
+    numpy's ``lexsort`` sorts along an axis; CuPy's takes 1-D keys only and
+    the standard has no lexsort, so other modules sort twice, stably: by
+    the secondary key, then by the primary key in that order.
+    """
+    if xp is np:
+        return np.lexsort((secondary, primary), axis=-1)
+    by_second = xp.argsort(secondary, axis=1, stable=True)
+    gathered = xp.take_along_axis(primary, by_second, axis=1)
+    return xp.take_along_axis(by_second, xp.argsort(gathered, axis=1, stable=True), axis=1)
+
+
+def segment_sums(x, starts, lengths, out, xp) -> None:
+    """``out[:, i] = x[:, starts[i] : starts[i] + lengths[i]].sum(axis=1)``.
+
+    The array API standard has no segment reduction.  numpy and CuPy reduce
+    in place with ``add.reduceat``, torch with ``index_add_``; any other module
+    sums segment by segment.  (An indicator-matrix GEMM would be one call,
+    but it mixes a non-finite value into every segment, and the callers name
+    the structure that holds one.)
+
+    Parameters
+    ----------
+    x : array, shape (d, n)
+    starts, lengths : arrays of int, shape (k,)
+        Contiguous segments covering the ``n`` columns, in order.
+    out : array, shape (d, k)
+    """
+    reduceat = getattr(getattr(xp, "add", None), "reduceat", None)
+    if reduceat is not None:
+        reduceat(x, starts, axis=1, out=out)
+        return
+    if hasattr(out, "index_add_"):
+        segment_of = xp.repeat(xp.arange(lengths.shape[0]), lengths)
+        out[...] = 0
+        out.index_add_(1, segment_of, x)
+        return
+    for i, (start, length) in enumerate(zip(to_host(starts), to_host(lengths), strict=True)):
+        out[:, i] = xp.sum(x[:, int(start) : int(start + length)], axis=1)
+
+
 def empty_columns(shape: tuple[int, int], xp):
     """An empty float64 matrix laid out column by column where the module allows it.
 

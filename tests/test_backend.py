@@ -147,3 +147,91 @@ def test_svd_falls_back_to_gesvd_where_gesdd_does_not_converge(monkeypatch, shap
     np.testing.assert_allclose((u * s[..., None, :]) @ vt, a, atol=1e-12)
     with pytest.raises(np.linalg.LinAlgError):  # non-finite input still raises
         backend.svd(np.full(shape, np.nan), np)
+
+
+# ------------------------------------------------ LFRE and cumulants through torch
+
+
+def _lfre_case(case: str, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n, p, q = 400, 9, 5
+    if case == "wide":  # p >= 1.5 k: the local fits factor the row space first
+        p = 24
+    x = rng.normal(size=(n, p))
+    if case == "rank_deficient":
+        x = x[:, :3] @ rng.normal(size=(3, p))
+    if case == "duplicated":  # exact distance ties: neighbours ordered by row index
+        x[200:260] = x[100:160]
+    y = np.tanh(x @ rng.normal(size=(p, q))) + 0.1 * rng.normal(size=(n, q))
+    dtype = np.float32 if case == "float32" else np.float64
+    return x.astype(dtype), y.astype(dtype)
+
+
+@pytest.mark.parametrize("case", ["float32", "float64", "rank_deficient", "duplicated", "wide"])
+def test_lfre_through_torch_equals_numpy(case):
+    """Neighbour search, gather and batched local fits, all in the second namespace."""
+    x, y = _lfre_case(case)
+    chunked = [da.from_array(a, chunks=(150, -1)) for a in (x, y)]
+    k = 12 if case == "wide" else 20
+    expected = fredask.pointwise_local_reconstruction_error(*chunked, k)
+    got = fredask.pointwise_local_reconstruction_error(*chunked, k, device=TORCH)
+    assert _relative(got, expected) < 1e-12
+
+
+def test_lfre_matrix_through_torch_equals_numpy():
+    rng = np.random.default_rng(4)
+    latent = rng.normal(size=(600, 4))
+    features = {
+        name: np.tanh(latent @ rng.normal(size=(4, width))).astype(np.float32)
+        for name, width in (("a", 6), ("b", 10), ("c", 3))
+    }
+    options = {"client": "threads", "progress": False, "n_local_points": 15}
+    expected = reconstruction_matrix(features, "lfre", **options)
+    got = reconstruction_matrix(features, "lfre", device=TORCH, **options)
+    assert _relative(got.matrix.to_numpy(), expected.matrix.to_numpy()) < 1e-12
+
+
+def test_neighbour_selection_helpers_agree_across_namespaces():
+    """``smallest_indices`` / ``order_by`` (argpartition and lexsort where numpy has them)."""
+    from fredask.measures.neighbours import smallest_k
+
+    rng = np.random.default_rng(2)
+    distances = rng.integers(0, 6, size=(7, 40)).astype(np.float64)  # many ties
+    rows = np.arange(40, dtype=np.int64)[::-1].copy()
+    want = smallest_k(distances, rows, 9, np)
+    got = smallest_k(TORCH.xp.asarray(distances), TORCH.xp.asarray(rows), 9, TORCH.xp)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(to_host(a), b)
+
+
+def _structures(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n_atoms = rng.integers(1, 9, size=60)
+    values = rng.normal(size=(int(n_atoms.sum()), 4)) * 3 + 10
+    return values.astype(np.float32), n_atoms
+
+
+@pytest.mark.parametrize("chunks", [None, 37])
+def test_cumulants_through_torch_equal_numpy(chunks):
+    """Power sums, their merges across chunk edges and the cumulants, in torch."""
+    from fredask.structure.cumulants import structure_cumulants
+
+    values, n_atoms = _structures()
+    data = values if chunks is None else da.from_array(values, chunks=(chunks, -1))
+    options = {"order": 8, "skipped": [5]}
+    expected = np.asarray(structure_cumulants(data, n_atoms, **options))
+    got = np.asarray(structure_cumulants(data, n_atoms, device=TORCH, **options))
+    assert np.isnan(got[5]).all() and np.isnan(expected[5]).all()
+    keep = np.arange(len(n_atoms)) != 5
+    scale = np.maximum(np.abs(expected[keep]), 1e-300)
+    assert float(np.max(np.abs(got[keep] - expected[keep]) / scale)) < 1e-12
+
+
+def test_bad_structure_is_named_through_torch():
+    from fredask.structure.cumulants import structure_cumulants
+
+    values, n_atoms = _structures()
+    row = int(n_atoms[:11].sum()) + 1  # an atom of structure 11
+    values[row, 2] = np.inf
+    with pytest.raises(ValueError, match=rf"structure 11 \(first at row {row}\)"):
+        np.asarray(structure_cumulants(values, n_atoms, device=TORCH))

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 import dask
 import numpy as np
 
-from fredask.backend import ArrayBackend, resolve_backend, svd
+from fredask.backend import ArrayBackend, resolve_backend, svd, to_device, to_host
 from fredask.cluster.clients import Scheduler, compute, compute_weighted, task_memory
 from fredask.errors import FredaskError
 from fredask.measures.caveats import NeighbourCapWarning, warn
@@ -224,7 +224,7 @@ def local_errors(
         name: (centre[features.columns(name)], scale[features.columns(name)])
         for name in features.names
     }
-    test = {name: _scale(values, shifts[name]) for name, values in test.items()}
+    test = {name: _scale(to_host(values), shifts[name]) for name, values in test.items()}
 
     neighbours = {}
     for source in dict.fromkeys(s for s, _ in pairs):
@@ -346,13 +346,20 @@ def _block_errors(pool, shifts, source, targets, index, test, block, ridge, eps,
     ``pool`` holds the neighbours' rows in the input dtype; ``shifts`` the
     (centre, scale) of each model, applied here in float64; ``index`` the
     pool positions of the neighbours of every test row of the group, of which
-    this task takes the rows ``block``.
+    this task takes the rows ``block``.  The pool is on the device already; the
+    test rows and shifts of the block move there, the errors come back.
     """
-    index = index[block]
-    x = _scale(pool[source][index], shifts[source])
-    ys = [_scale(pool[name][index], shifts[name]) for name in targets]
-    y_tests = [test[name][block] for name in targets]
-    return local_fit_errors(x, ys, test[source][block], y_tests, ridge, eps, xp)
+    index = to_device(index[block], xp)
+
+    def scaled(name):
+        centre, scale = (to_device(a, xp) for a in shifts[name])
+        return (xp.astype(pool[name][index], xp.float64) - centre) / scale
+
+    x, ys = scaled(source), [scaled(name) for name in targets]
+    y_tests = [to_device(test[name][block], xp) for name in targets]
+    x_test = to_device(test[source][block], xp)
+    errors = local_fit_errors(x, ys, x_test, y_tests, ridge, eps, xp)
+    return [to_host(e) for e in errors]
 
 
 def local_fit_errors(
@@ -383,13 +390,15 @@ def local_fit_errors(
     several = isinstance(y_neighbours, list | tuple)
     targets = list(zip(y_neighbours, y_test, strict=True)) if several else [(y_neighbours, y_test)]
     k, p = x_neighbours.shape[1:]
-    x_bar = x_neighbours.mean(axis=1, keepdims=True)
+    x_bar = xp.mean(x_neighbours, axis=1, keepdims=True)
     xc, x_new = row_space(x_neighbours - x_bar, (x_test - x_bar[:, 0])[:, None, :], xp)
     fold1, fold2 = fold_positions(k, ridge.random_state, ridge.shuffle)
+    count1, count2 = fold1.size, fold2.size
+    fold1, fold2 = to_device(fold1, xp), to_device(fold2, xp)
     x1, x2 = xc[:, fold1], xc[:, fold2]
     svds = tuple(svd(a, xp) for a in (x1, x2, xc))
     rcond = max(k, p) * eps
-    y_bars = [y.mean(axis=1, keepdims=True) for y, _ in targets]
+    y_bars = [xp.mean(y, axis=1, keepdims=True) for y, _ in targets]
     centred = [y - y_bar for (y, _), y_bar in zip(targets, y_bars, strict=True)]
     fits = ridge_2fold_batched(
         x1,
@@ -398,8 +407,8 @@ def local_fit_errors(
         [yc[:, fold2] for yc in centred],
         None,
         centred,
-        count1=fold1.size,
-        count2=fold2.size,
+        count1=count1,
+        count2=count2,
         settings=ridge,
         rcond=rcond,
         xp=xp,
@@ -407,7 +416,7 @@ def local_fit_errors(
         x_predict=x_new,
     )
     errors = [
-        xp.linalg.norm(y_row - (y_bar[:, 0] + fit.predictions[:, 0]), axis=1)
+        xp.linalg.vector_norm(y_row - (y_bar[:, 0] + fit.predictions[:, 0]), axis=1)
         for (_, y_row), y_bar, fit in zip(targets, y_bars, fits, strict=True)
     ]
     return errors if several else errors[0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dask
 import numpy as np
 
+from fredask.backend import order_by, smallest_indices, to_device, to_host
 from fredask.cluster.clients import Scheduler, compute
 from fredask.stats.checks import check_finite
 from fredask.stats.features import FeatureSet
@@ -46,19 +47,19 @@ def smallest_k(distances, rows, k: int, xp, sort: bool = True):
     """
     rows = xp.broadcast_to(rows, distances.shape)
     if distances.shape[1] > k:
-        candidates = xp.argpartition(distances, k - 1, axis=1)[:, :k]
+        candidates = smallest_indices(distances, k, xp)
         picked_d = xp.take_along_axis(distances, candidates, axis=1)
         picked_r = xp.take_along_axis(rows, candidates, axis=1)
-        kth = picked_d.max(axis=1, keepdims=True)
-        ambiguous = xp.flatnonzero((distances <= kth).sum(axis=1) > k)
-        if ambiguous.size:  # ties straddle the k-th place: keep the lowest row indices
+        kth = xp.max(picked_d, axis=1, keepdims=True)
+        ambiguous = xp.nonzero(xp.sum(distances <= kth, axis=1) > k)[0]
+        if ambiguous.shape[0]:  # ties straddle the k-th place: keep the lowest row indices
             picked_d[ambiguous], picked_r[ambiguous] = _smallest_k_with_ties(
                 distances[ambiguous], rows[ambiguous], kth[ambiguous], k, xp
             )
         distances, rows = picked_d, picked_r
     if not sort:
         return distances, rows
-    order = xp.lexsort((rows, distances), axis=-1)
+    order = order_by(distances, rows, xp)
     return xp.take_along_axis(distances, order, axis=1), xp.take_along_axis(rows, order, axis=1)
 
 
@@ -66,12 +67,12 @@ def _smallest_k_with_ties(distances, rows, kth, k: int, xp):
     """Exactly ``k`` entries per row: all below ``kth``, then tied ones by row index."""
     below = distances < kth
     tied = distances == kth
-    need = k - below.sum(axis=1, keepdims=True)
+    need = k - xp.sum(below, axis=1, keepdims=True)
     order = xp.argsort(xp.where(tied, rows, xp.iinfo(rows.dtype).max), axis=1)
-    rank = xp.empty_like(order)
-    xp.put_along_axis(rank, order, xp.arange(order.shape[1])[None, :], axis=1)
+    rank = xp.argsort(order, axis=1)  # each entry's place among the tied, by row index
     keep = below | (tied & (rank < need))
-    return distances[keep].reshape(len(distances), k), rows[keep].reshape(len(rows), k)
+    n = distances.shape[0]
+    return xp.reshape(distances[keep], (n, k)), xp.reshape(rows[keep], (n, k))
 
 
 def merge_neighbours(parts, k: int, xp, sort: bool = True):
@@ -79,8 +80,8 @@ def merge_neighbours(parts, k: int, xp, sort: bool = True):
     parts = [p for p in parts if p is not None]
     if not parts:
         return None
-    distances = xp.concatenate([p[0] for p in parts], axis=1)
-    rows = xp.concatenate([p[1] for p in parts], axis=1)
+    distances = xp.concat([p[0] for p in parts], axis=1)
+    rows = xp.concat([p[1] for p in parts], axis=1)
     return smallest_k(distances, rows, k, xp, sort)
 
 
@@ -92,14 +93,14 @@ def merge_below(best, distances, rows, k: int, xp):
     narrow block, padded with infinite distances, and merged.
     """
     best_d, best_r = best
-    hits = distances <= best_d.max(axis=1)[:, None]
+    hits = distances <= xp.max(best_d, axis=1)[:, None]
     i, j = xp.nonzero(hits)
-    if i.size == 0:
+    if i.shape[0] == 0:
         return best
     n = distances.shape[0]
-    counts = xp.bincount(i, minlength=n)
-    position = xp.arange(i.size) - (xp.cumsum(counts) - counts)[i]
-    width = int(counts.max())
+    counts = xp.sum(hits, axis=1)
+    position = xp.arange(i.shape[0]) - (xp.cumulative_sum(counts) - counts)[i]
+    width = int(xp.max(counts))
     new_d = xp.full((n, width), xp.inf, dtype=distances.dtype)
     new_r = xp.full((n, width), xp.iinfo(best_r.dtype).max, dtype=best_r.dtype)
     new_d[i, position] = distances[i, j]
@@ -108,20 +109,26 @@ def merge_below(best, distances, rows, k: int, xp):
 
 
 def neighbour_kernel(labels, block, *, name, offset, test, test_sq, centre, scale, k, xp):
-    """The ``k`` nearest train rows of this chunk for every test row (unsorted)."""
-    labels = xp.asarray(labels)
+    """The ``k`` nearest train rows of this chunk for every test row (unsorted).
+
+    The chunk moves to the device once (:func:`fredask.backend.to_device`),
+    with the test rows; the partial lists stay there for the merges.
+    """
+    labels = to_device(labels, xp)
+    block = to_device(block, xp)
+    test, test_sq, centre, scale = (to_device(a, xp) for a in (test, test_sq, centre, scale))
     train = (labels == FOLD1) | (labels == FOLD2)
     check_finite([block], train, [name], offset, xp)
-    local = xp.flatnonzero(train)
+    local = xp.nonzero(train)[0]
     best = None
     for lo in range(0, local.shape[0], BLOCK_ROWS):
         sel = local[lo : lo + BLOCK_ROWS]
-        c = (xp.asarray(block[sel], dtype=xp.float64) - centre) / scale
+        c = (xp.astype(block[sel], xp.float64) - centre) / scale
         distances = test @ c.T
         distances *= -2
-        distances += (c * c).sum(axis=1)[None, :]
+        distances += xp.sum(c * c, axis=1)[None, :]
         distances += test_sq[:, None]
-        rows = (sel + offset).astype(xp.int64)
+        rows = xp.astype(sel, xp.int64) + offset
         if best is not None and best[0].shape[1] == k:
             best = merge_below(best, distances, rows, k, xp)
         else:
@@ -179,4 +186,4 @@ def nearest_train_rows(
     ]
     merged = tree_reduce(parts, merge_neighbours, k, xp, False, split_every=split_every)
     distances, rows = compute(merged, scheduler, progress)
-    return smallest_k(distances, rows, k, np)
+    return smallest_k(to_host(distances), to_host(rows), k, np)

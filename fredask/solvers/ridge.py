@@ -99,7 +99,7 @@ def _transpose(a, xp):
 
 def _scores(residual, count: int, scoring: str | None, xp):
     """Minus the column-averaged (root) mean squared error of ``(m, n, q)`` residuals."""
-    mse = (residual**2).sum(axis=-2) / count
+    mse = xp.sum(residual**2, axis=-2) / count
     if scoring == "neg_root_mean_squared_error":
         return -xp.mean(xp.sqrt(mse), axis=-1)
     return -xp.mean(mse, axis=-1)
@@ -130,7 +130,7 @@ def _fold_side(fold_svd: BatchedSVD, other_source, scaled_alphas, rcond: float, 
     if not cutoff:
         return _FoldSide(u, s, kept, other_xv, None)
     # kept directions per alpha: a prefix (s is sorted), non-increasing as alpha grows
-    stops = (kept[:, None, :] & (s[:, None, :] > scaled_alphas[:, :, None])).sum(axis=-1)
+    stops = xp.sum(kept[:, None, :] & (s[:, None, :] > scaled_alphas[:, :, None]), axis=-1)
     return _FoldSide(u, s, kept, other_xv / xp.where(kept, s, xp.inf)[:, None, :], stops)
 
 
@@ -172,7 +172,7 @@ def _fold_losses(
     last = None
     for a in descending:
         stop = side.stops[:, a]
-        width = int((stop - start).max())
+        width = int(xp.max(stop - start))
         if width > 0 and batch == 1:  # one element: views, not gathered copies
             begin, end = int(start[0]), int(stop[0])
             prediction = prediction + side.other_xv[:, :, begin:end] @ ut_y[:, begin:end]
@@ -268,9 +268,10 @@ def ridge_2fold_batched(
     )
     s1, s2 = svd1[1], svd2[1]
     alphas = xp.asarray(settings.alphas)
-    scaled_alphas = xp.broadcast_to(alphas, (s1.shape[0], alphas.size))
+    scaled_alphas = xp.broadcast_to(alphas, (s1.shape[0], alphas.shape[0]))
     if settings.alpha_type == "relative":
-        scaled_alphas = scaled_alphas * xp.maximum(s1.max(axis=-1), s2.max(axis=-1))[:, None]
+        largest = xp.maximum(xp.max(s1, axis=-1), xp.max(s2, axis=-1))
+        scaled_alphas = scaled_alphas * largest[:, None]
 
     cutoff = settings.regularization_method == "cutoff"
     side1 = _fold_side(svd1, x2, scaled_alphas, rcond, cutoff, xp)

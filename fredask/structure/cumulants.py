@@ -19,7 +19,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from fredask.backend import ArrayBackend, resolve_backend
+from fredask.backend import ArrayBackend, resolve_backend, to_device, to_host
 from fredask.cluster.clients import compute
 from fredask.stats.checks import NonFiniteFeaturesError
 from fredask.stats.features import as_feature_set, from_zarr_in_tasks, is_zarr_array
@@ -146,17 +146,17 @@ def check_finite_pieces(block, plan: ChunkPlan, means, first_piece: int, options
     Raises :class:`~fredask.stats.checks.NonFiniteFeaturesError` naming the first
     such structure (not in ``options["skipped"]``) and its first bad row.
     """
-    bad = ~xp.isfinite(means).all(axis=1)
+    bad = ~xp.all(xp.isfinite(means), axis=1)
     skipped = options["skipped"]
     if skipped.size:
         structures = np.arange(plan.first + first_piece, plan.first + first_piece + len(means))
         bad &= ~xp.asarray(np.isin(structures, skipped))
-    if not bad.any():
+    if not bool(xp.any(bad)):
         return
-    piece = first_piece + int(xp.flatnonzero(bad)[0])
+    piece = first_piece + int(xp.nonzero(bad)[0][0])
     row0 = int(plan.lengths[:piece].sum())
     rows = xp.asarray(block[row0 : row0 + int(plan.lengths[piece])])
-    row = plan.start + row0 + int(xp.flatnonzero(~xp.isfinite(rows).all(axis=1))[0])
+    row = plan.start + row0 + int(xp.nonzero(~xp.all(xp.isfinite(rows), axis=1))[0][0])
     raise NonFiniteFeaturesError(
         f"features {options['name']!r} hold NaN or infinite values in structure "
         f"{plan.first + piece} (first at row {row})"
@@ -164,18 +164,19 @@ def check_finite_pieces(block, plan: ChunkPlan, means, first_piece: int, options
 
 
 def finished_cumulants(out, structures: np.ndarray, options: dict, xp=np):
-    """``out``, the cumulants of whole ``structures``: skipped ones NaN, overflow an error."""
+    """``out``, the cumulants of whole ``structures``, on the host: skipped ones NaN,
+    overflow an error (checked where they were computed)."""
     skipped = np.isin(structures, options["skipped"])
     if skipped.any():
         out[xp.asarray(skipped)] = xp.nan
-    overflow = ~xp.isfinite(out).all(axis=1) & ~xp.asarray(skipped)
-    if overflow.any():
-        s = int(structures[int(xp.flatnonzero(overflow)[0])])
+    overflow = ~xp.all(xp.isfinite(out), axis=1) & ~xp.asarray(skipped)
+    if bool(xp.any(overflow)):
+        s = int(structures[int(xp.nonzero(overflow)[0][0])])
         raise FloatingPointError(
             f"cumulants of features {options['name']!r} overflow float64 in structure {s}: "
             f"its spread is too large for order {options['order']}"
         )
-    return out
+    return to_host(out)
 
 
 def chunk_cumulants(block, plan: ChunkPlan, options: dict, xp=np):
@@ -194,6 +195,7 @@ def chunk_cumulants(block, plan: ChunkPlan, options: dict, xp=np):
         NaN or inf in a structure's rows (not a skipped one).
     """
     lengths, order = plan.lengths, options["order"]
+    block = to_device(block, xp)  # one copy per chunk; the edge pieces stay there
     last = len(lengths) - 1
     first_piece = segment_power_sums(block[: lengths[0]], lengths[:1], order, xp)
     last_piece = (
@@ -242,7 +244,7 @@ def cumulant_blocks(array: da.Array, n_atoms, options: dict, xp=np) -> da.Array:
         if len(plan.lengths)
     }
     width = options["order"] * array.shape[1]
-    meta = xp.empty((0, width), dtype=xp.float64)
+    meta = np.empty((0, width), dtype=np.float64)  # blocks come back to the host
     out = []
     for plan in plans:
         if plan.continued and plan.n_finished:

@@ -23,6 +23,9 @@ from math import comb
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
+
+from fredask.backend import segment_sums
 
 #: Highest cumulant order (docs/method.md, section 7 gives the formulas up to 8).
 MAX_ORDER = 8
@@ -67,7 +70,8 @@ class PowerSums:
 
     def copy(self) -> PowerSums:
         """A copy that keeps no larger arrays alive."""
-        return PowerSums(self.count.copy(), self.centre.copy(), self.sums.copy())
+        xp = array_namespace(self.sums)
+        return PowerSums(*(xp.asarray(a, copy=True) for a in (self.count, self.centre, self.sums)))
 
 
 def transpose_into(out, rows, xp=np, tile: int = 64) -> None:
@@ -89,7 +93,7 @@ def expand_segments(values, lengths: np.ndarray, out, xp=np) -> None:
         segment_of_row = np.repeat(np.arange(lengths.size), lengths)
         np.take(values, segment_of_row, axis=1, out=out, mode="clip")
     else:
-        out[...] = xp.repeat(values, lengths.tolist(), axis=1)
+        out[...] = xp.repeat(values, xp.asarray(lengths), axis=1)
 
 
 def compiled_kernels():
@@ -173,31 +177,32 @@ def segment_power_sums_xp(block, lengths: np.ndarray, order: int, xp=np) -> Powe
         after = int(np.searchsorted(ends, starts[bounds[-1]] + SUBBLOCK_ROWS, side="right"))
         bounds.append(max(bounds[-1] + 1, after))
     most_rows = max((int(ends[b - 1] - starts[a]) for a, b in pairwise(bounds)), default=0)
-    deviations = xp.empty(n_columns * most_rows)
-    powers = xp.empty(n_columns * most_rows)
+    deviations = xp.empty(n_columns * most_rows, dtype=xp.float64)
+    powers = xp.empty(n_columns * most_rows, dtype=xp.float64)
     # Feature-major: reducing contiguous runs of a row is about 2x faster than along rows.
-    centre = xp.empty((n_columns, n_segments))
-    sums = xp.empty((order, n_columns, n_segments))
+    centre = xp.empty((n_columns, n_segments), dtype=xp.float64)
+    sums = xp.empty((order, n_columns, n_segments), dtype=xp.float64)
     for first, stop in pairwise(bounds):
         seg = slice(first, stop)
         row0, row1 = int(starts[first]), int(ends[stop - 1])
         local_starts = xp.asarray(starts[seg] - row0)
         local_lengths = xp.asarray(lengths[seg])
-        x = deviations[: n_columns * (row1 - row0)].reshape(n_columns, row1 - row0)
-        power = powers[: x.size].reshape(x.shape)
+        size = n_columns * (row1 - row0)
+        x = xp.reshape(deviations[:size], (n_columns, row1 - row0))
+        power = xp.reshape(powers[:size], x.shape)
         transpose_into(x, block[row0:row1], xp)  # a float64 copy: the block is not changed
-        xp.add.reduceat(x, local_starts, axis=1, out=centre[:, seg])
+        segment_sums(x, local_starts, local_lengths, centre[:, seg], xp)
         centre[:, seg] /= local_lengths
         expand_segments(centre[:, seg], lengths[seg], power, xp)
         x -= power
-        xp.add.reduceat(x, local_starts, axis=1, out=sums[0, :, seg])
+        segment_sums(x, local_starts, local_lengths, sums[0, :, seg], xp)
         xp.multiply(x, x, out=power)
         for j in range(1, order):
-            xp.add.reduceat(power, local_starts, axis=1, out=sums[j, :, seg])
+            segment_sums(power, local_starts, local_lengths, sums[j, :, seg], xp)
             if j < order - 1:
                 power *= x
     count = xp.asarray(lengths, dtype=xp.float64)
-    return PowerSums(count, centre.T, sums.transpose(0, 2, 1))
+    return PowerSums(count, centre.T, xp.permute_dims(sums, (0, 2, 1)))
 
 
 def moved_sums(part: PowerSums, offset, xp=np, in_place: bool = False):
@@ -210,7 +215,7 @@ def moved_sums(part: PowerSums, offset, xp=np, in_place: bool = False):
     """
     order = part.sums.shape[0]
     step = -offset
-    moved = part.sums if in_place else xp.array(part.sums)  # b_1..b_order; b_0 = n
+    moved = part.sums if in_place else xp.asarray(part.sums, copy=True)  # b_1..b_order; b_0 = n
     scratch = xp.empty_like(moved[0])  # the memory layout of the sums (feature-major)
     for r in range(1, order + 1):
         for p in range(order, r - 1, -1):
@@ -272,9 +277,14 @@ def cumulants_from_sums(
     order, (n_segments, width) = sums.sums.shape[0], sums.centre.shape
     # The output in the memory layout of the sums (feature-major from the kernel), so
     # that every step below runs over operands of one layout.
-    feature_major = sums.centre.flags.f_contiguous and not sums.centre.flags.c_contiguous
+    flags = getattr(sums.centre, "flags", None)  # numpy and CuPy say; others: row-major
+    feature_major = flags is not None and flags.f_contiguous and not flags.c_contiguous
     shape = (n_segments, order * width)
-    out = xp.empty(shape[::-1]).T if feature_major else xp.empty(shape)
+    out = (
+        xp.empty(shape[::-1], dtype=xp.float64).T
+        if feature_major
+        else xp.empty(shape, dtype=xp.float64)
+    )
     kappa = [None] + [out[:, j * width : (j + 1) * width] for j in range(order)]  # kappa[p]
     # About the exact mean centre + S_1 / n: the small offset is moved, not a rounded mean.
     offset = sums.sums[0] / n
@@ -311,5 +321,5 @@ def scale_roots(cumulants, order: int, xp=np, scratch=None) -> None:
     for p in range(2, order + 1):
         kappa = cumulants[:, (p - 1) * width : p * width]
         xp.abs(kappa, out=scratch)
-        xp.power(scratch, 1.0 / p, out=scratch)
+        xp.pow(scratch, 1.0 / p, out=scratch)
         xp.copysign(scratch, kappa, out=kappa)
