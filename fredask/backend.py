@@ -110,18 +110,40 @@ def _chunk_namespace(arrays) -> str | None:
     return None
 
 
-def resolve_backend(device: str | ArrayBackend = "cpu", arrays=None) -> ArrayBackend:
+def workers_see_gpus(scheduler) -> bool | None:
+    """Whether every worker of a distributed client sees a GPU; None for local schedulers.
+
+    Asked of the workers themselves (``Client.run``), since on a cluster the
+    client (a login node, a notebook) often has no GPU while its workers
+    (``dask-cuda-worker``, a ``LocalCUDACluster``, the ``*-gpu`` profiles) do.
+    """
+    if scheduler is None or isinstance(scheduler, str) or not hasattr(scheduler, "run"):
+        return None
+    try:
+        seen = scheduler.run(gpu_available)
+    except Exception:  # a closed or unreachable client: say nothing, check locally
+        return None
+    return bool(seen) and all(seen.values())
+
+
+def resolve_backend(
+    device: str | ArrayBackend = "cpu", arrays=None, scheduler=None
+) -> ArrayBackend:
     """The array backend of a pass.
 
     Parameters
     ----------
     device : {"cpu", "gpu", "auto"} or ArrayBackend
-        ``"cpu"``: numpy; ``"gpu"``: CuPy (an error without one); ``"auto"``:
-        CuPy when the input chunks are CuPy arrays or a GPU is visible, else
-        numpy.  An :class:`ArrayBackend` is used as it is.
+        ``"cpu"``: numpy; ``"gpu"``: CuPy (an error without a GPU where the
+        kernels run); ``"auto"``: CuPy when the input chunks are CuPy arrays
+        or the GPU is there, else numpy.  An :class:`ArrayBackend` is used
+        as it is.
     arrays : sequence of arrays, optional
         The pass's inputs; Dask arrays of CuPy chunks choose CuPy under
         ``"auto"`` and are refused under ``"cpu"``.
+    scheduler : distributed.Client or str, optional
+        Where the kernels run: with a distributed client the GPU must be on
+        its workers (:func:`workers_see_gpus`), otherwise in this process.
 
     Returns
     -------
@@ -136,10 +158,13 @@ def resolve_backend(device: str | ArrayBackend = "cpu", arrays=None) -> ArrayBac
         if chunks is not None:
             raise BackendError("the features are CuPy arrays; pass device='gpu' or 'auto'")
         return NUMPY
-    if device == "gpu" or chunks is not None or gpu_available():
+    remote = workers_see_gpus(scheduler) if device != "cpu" else None
+    where = "the cluster's workers" if remote is not None else "this process"
+    has_gpu = gpu_available() if remote is None else remote
+    if device == "gpu" or chunks is not None or has_gpu:
         namespace("cupy")
-        if not gpu_available():
-            raise BackendError("device='gpu' but CuPy sees no CUDA device here")
+        if not has_gpu:
+            raise BackendError(f"device='gpu' but CuPy sees no CUDA device in {where}")
         return ArrayBackend("cupy")
     return NUMPY
 

@@ -235,3 +235,16 @@ def test_bad_structure_is_named_through_torch():
     values[row, 2] = np.inf
     with pytest.raises(ValueError, match=rf"structure 11 \(first at row {row}\)"):
         np.asarray(structure_cumulants(values, n_atoms, device=TORCH))
+
+
+def test_auto_and_gpu_ask_the_workers_of_a_distributed_client(distributed_client):
+    """On a cluster the GPU must be on the workers, not in the client's process."""
+    from fredask.backend import workers_see_gpus
+
+    seen = workers_see_gpus(distributed_client)
+    assert seen is gpu_available()  # the test cluster's workers share this machine
+    assert workers_see_gpus("threads") is None
+    if not seen:
+        assert resolve_backend("auto", None, distributed_client) is NUMPY
+        with pytest.raises(BackendError, match=r"cupy|CuPy|the cluster's workers"):
+            resolve_backend("gpu", None, distributed_client)

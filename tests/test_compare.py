@@ -8,6 +8,7 @@ import pytest
 import zarr
 
 from fredask import metrics, stratified_split
+from fredask.backend import gpu_available
 from fredask.cli import main as cli_main
 from fredask.compare import reconstruction_matrix
 from fredask.store.datasets import write_synthetic_store
@@ -149,3 +150,29 @@ def test_pointwise_and_local_passes_on_a_distributed_client(models, distributed_
         pointwise, metrics.pointwise_global_reconstruction_error(a, b), rtol=1e-12
     )
     assert local == pytest.approx(metrics.local_reconstruction_error(a, b, 5), rel=1e-12)
+
+
+@pytest.mark.skipif(gpu_available(), reason="checks the refusal on a machine without a GPU")
+def test_cli_device_gpu_without_one_is_refused_before_any_work(tmp_path):
+    write_synthetic_store(tmp_path / "s.zarr", n_rows=600, chunk_rows=256)
+    out = tmp_path / "out"
+    args = ["compare", str(tmp_path / "s.zarr"), "--device", "gpu", "--output", str(out)]
+    with pytest.raises(SystemExit, match=r"--device gpu: .*(CuPy|cupy|CUDA)") as raised:
+        cli_main([*args, "--scheduler", "threads"])
+    assert "\n" not in str(raised.value)
+    assert not (out / "gfre.json").exists()
+
+
+def test_cli_device_auto_without_a_gpu_computes_on_the_cpu(tmp_path):
+    write_synthetic_store(tmp_path / "s.zarr", n_rows=600, chunk_rows=256)
+    for device in ("cpu", "auto"):
+        out = tmp_path / device
+        cli_main(["compare", str(tmp_path / "s.zarr"), "--device", device, "--output", str(out),
+                  "--scheduler", "threads"])  # fmt: skip
+    cpu, auto = (
+        pd.read_csv(tmp_path / d / "gfre.csv", index_col="source") for d in ("cpu", "auto")
+    )
+    if not gpu_available():
+        pd.testing.assert_frame_equal(cpu, auto)
+    else:  # pragma: no cover - needs a GPU
+        np.testing.assert_allclose(auto.to_numpy(), cpu.to_numpy(), rtol=1e-10)

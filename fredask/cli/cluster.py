@@ -51,6 +51,33 @@ def add_cluster_argument(parser: argparse.ArgumentParser, note: str = "") -> Non
     add_timeout_argument(parser)
 
 
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """Give a command ``--device {cpu,gpu,auto}`` (``args.device``; default cpu)."""
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "gpu", "auto"),
+        default="cpu",
+        help="where the chunk kernels run: cpu (numpy, default), gpu (CuPy on the workers' "
+        "GPUs: the local-cuda and *-gpu profiles) or auto (gpu when every worker has one)",
+    )
+
+
+def checked_device(args: argparse.Namespace, client):
+    """``--device`` resolved against the workers of ``client``, before anything is computed.
+
+    Raises
+    ------
+    CommandError
+        One line: no CuPy, or no GPU on the workers, for ``--device gpu``.
+    """
+    from fredask.backend import BackendError, resolve_backend
+
+    try:
+        return resolve_backend(args.device, None, client)
+    except BackendError as error:
+        raise CommandError(f"--device {args.device}: {error}") from None
+
+
 def _cluster_message(spec: str, error: BaseException) -> str:
     text = str(error)
     return f"--cluster {text}" if text.startswith(f"{spec}:") else f"--cluster {spec}: {text}"

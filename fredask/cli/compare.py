@@ -15,7 +15,12 @@ import time
 from pathlib import Path
 
 from fredask.cli.checks import CommandError, given, refuse_unless, writable_folder
-from fredask.cli.cluster import add_cluster_argument, cluster_client
+from fredask.cli.cluster import (
+    add_cluster_argument,
+    add_device_argument,
+    checked_device,
+    cluster_client,
+)
 from fredask.cli.store import open_store
 
 #: fredask.compare.matrix.METRICS, spelled here so that ``--help`` imports nothing heavy.
@@ -174,6 +179,7 @@ def compare_atoms(args: argparse.Namespace, metrics: list[str], kind: str) -> No
     )
     metadata = split_metadata(args, kind, store, features)
     client = cluster_client(args)
+    device = checked_device(args, client)
     for metric in metrics:
         start = time.perf_counter()
         result = reconstruction_matrix(
@@ -185,6 +191,7 @@ def compare_atoms(args: argparse.Namespace, metrics: list[str], kind: str) -> No
             n_local_points=args.n_local_points,
             estimator=ridge(args),
             row_structures=rows,
+            device=device,
         )
         print(f"{metric.upper()} of {len(features)} models in {time.perf_counter() - start:.1f} s")
         save_and_print(with_metadata(result, **metadata), args.output, metric)
@@ -257,10 +264,11 @@ def compare_structures(args: argparse.Namespace, metrics: list[str], kind: str) 
         raise CommandError(f"--split {kind} --n-test {args.n_test}: {error}") from None
     order_model = check_structure_request(args, store, names, metrics, split)
     client = cluster_client(args)
+    device = checked_device(args, client)
     store = open_store(args.store, mode="a")
     for name in sorted(set(names) - set(cumulant_names(store))):
         print(f"{name}: no cumulants in the store yet, computing them (fredask cumulants)")
-        write_cumulants(store, name, client=client)
+        write_cumulants(store, name, client=client, device=device)
     metadata = split_metadata(args, kind, store, names)
     options = {"method": args.method} if args.method else {}
     results = structure_comparisons(
@@ -274,6 +282,7 @@ def compare_structures(args: argparse.Namespace, metrics: list[str], kind: str) 
         n_local_points=args.n_local_points,
         estimator=ridge(args),
         row_structures=np.arange(store.n_structures),
+        device=device,
         **options,
     )
     start = time.perf_counter()
@@ -304,6 +313,7 @@ def cumulants(args: argparse.Namespace) -> None:
             f"--model {', '.join(unknown)}: no such complete features; the store has {available}"
         )
     client = cluster_client(args)
+    device = checked_device(args, client)
     store = open_store(args.store, mode="a")
     for name in args.model or available:
         start = time.perf_counter()
@@ -316,6 +326,7 @@ def cumulants(args: argparse.Namespace) -> None:
                 kappa8=args.kappa8,
                 client=client,
                 overwrite=args.overwrite,
+                device=device,
             )
         except ValueError as error:  # NaN features, naming the structure
             raise CommandError(str(error)) from None
@@ -380,6 +391,7 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--seed", type=int, help="--split paper: its seed (default 0)")
     add_cluster_argument(p)
+    add_device_argument(p)
     p.add_argument("--output", type=Path, default=Path("fredask-results"))
     p.set_defaults(func=compare)
 
@@ -398,4 +410,5 @@ def add_parsers(sub) -> None:
         "--overwrite", action="store_true", help="compute again, replacing stored cumulants"
     )
     add_cluster_argument(p)
+    add_device_argument(p)
     p.set_defaults(func=cumulants)

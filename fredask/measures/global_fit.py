@@ -272,7 +272,7 @@ def fit_global(
     for source, target in pairs:
         features.columns(source), features.columns(target)
     labels = row_labels(features.n_rows, split, ridge.random_state, ridge.shuffle)
-    backend = resolve_backend(device, features.arrays)
+    backend = resolve_backend(device, features.arrays, scheduler)
     test_rows = np.sort(split.test_idx)
     if not gather_test or test_rows.size * features.n_columns * 8 > GATHER_TEST_BYTES:
         test_rows = None

@@ -194,7 +194,7 @@ def local_errors(
     """
     ridge = ridge or RidgeSettings()
     scaler = scaler or ScalerSettings()
-    xp = resolve_backend(device, features.arrays).xp
+    xp = resolve_backend(device, features.arrays, scheduler).xp
     pairs = list(pairs)
     n_train = split.train_idx.size
     ks, capped = neighbour_counts(features, pairs, n_local_points, n_train)

@@ -332,6 +332,8 @@ def structure_cumulants(
         "name": name,
         "skipped": np.unique(np.asarray([] if skipped is None else skipped, dtype=np.int64)),
     }
-    xp = resolve_backend(device, [array]).xp
+    from fredask.cluster.clients import active_client
+
+    xp = resolve_backend(device, [array], active_client()).xp
     result = cumulant_blocks(array, n_atoms, options, xp)
     return result if lazy else compute(result, "threads")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dask.array as da
 import zarr
 
+from fredask.backend import ArrayBackend, resolve_backend
 from fredask.cluster.clients import compute, resolve_client
 from fredask.stats.features import zarr_rows
 from fredask.store.feature_store import FeatureStore, StoreError
@@ -56,6 +57,7 @@ def write_cumulants(
     client=None,
     progress: bool = False,
     overwrite: bool = False,
+    device: str | ArrayBackend = "cpu",
 ) -> zarr.Array:
     """Compute the cumulants of ``features/<name>`` and write them into the store.
 
@@ -77,6 +79,9 @@ def write_cumulants(
         Show a progress bar.
     overwrite : bool
         Compute again and replace stored cumulants (of any settings).
+    device : {"cpu", "gpu", "auto"} or ArrayBackend
+        Where the power sums run (:func:`fredask.backend.resolve_backend`, against
+        the workers of ``client``); the blocks are written from the host.
 
     Returns
     -------
@@ -96,8 +101,17 @@ def write_cumulants(
             f"pass overwrite=True (--overwrite) to replace them with {settings}"
         )
     skipped = [int(s) for s in store.skipped_structures([name])]
+    scheduler = resolve_client(client)
+    backend = resolve_backend(device, [source], scheduler)
     values = structure_cumulants(
-        source, store.n_atoms_per_structure(), order, root_scale, kappa8, skipped=skipped, name=name
+        source,
+        store.n_atoms_per_structure(),
+        order,
+        root_scale,
+        kappa8,
+        skipped=skipped,
+        name=name,
+        device=backend,
     )
     with store.writing(f"structure_features-{name}"):
         source_attributes = {k: v for k, v in source.attrs.items() if k not in ("complete",)}
@@ -122,7 +136,7 @@ def write_cumulants(
             lock=False,
             compute=False,
         )
-        compute(writes, resolve_client(client), progress)
+        compute(writes, scheduler, progress)
         store.finish_structure_features(target)
     return target
 
