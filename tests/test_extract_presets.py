@@ -526,10 +526,10 @@ def test_uma_hooks_the_energy_head_input(tmp_path, monkeypatch):
 def test_preset_options_and_readiness(tmp_path):
     from fredask.extract.presets import ModelSpecError, check_ready, preset_options
 
-    assert preset_options("chgnet:0.3.0") == ("layer", "vacuum", "batch_atoms")
-    assert preset_options("sevenn:7net-mf-0") == ("modal", "stop_at_hook")
-    assert preset_options("sevenn:7net-0") == ("stop_at_hook",)  # one fidelity: no modal
-    assert preset_options("mace:any.model") == ("layer", "head")
+    assert preset_options("chgnet:0.3.0") == ("layer", "vacuum", "batch_atoms", "device")
+    assert preset_options("sevenn:7net-mf-0") == ("modal", "stop_at_hook", "device")
+    assert preset_options("sevenn:7net-0") == ("stop_at_hook", "device")  # one fidelity
+    assert preset_options("mace:any.model") == ("layer", "head", "device")
     with pytest.raises(ModelSpecError, match="unknown model prefix 'orb'"):
         preset_options("orb:v3")
     with pytest.raises(ModelSpecError, match=r"mace-absent: (model file .*absent\.model|.*pip)"):
@@ -571,3 +571,238 @@ def test_cli_options_reach_the_presets():
         extractors(["chgnet:0.3.0"], "--layer", "1", "--option", "layer=2")
     with pytest.raises(CommandError, match=r"gives the features chgnet-0\.3\.0 twice"):
         extractors(["chgnet:0.3.0", "CHGNET:0.3.0"])
+
+
+# --------------------------------------------------------------------------- devices
+
+FILE_PRESETS = ("mace", "metatomic", "uma")
+
+
+def _no_cuda(monkeypatch) -> None:
+    """torch sees no CUDA device (as on this CPU-only build), whatever the machine has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def _two_gpus(monkeypatch) -> None:
+    """torch claims two CUDA devices; only for code that resolves devices, never uses them."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+def test_device_strings_resolve(monkeypatch):
+    from fredask.extract import ModelSpecError
+    from fredask.extract.device import parse_device, torch_device
+
+    assert [parse_device(d) for d in ("cpu", " CUDA ", "cuda:01", "Auto")] == [
+        "cpu",
+        "cuda",
+        "cuda:1",
+        "auto",
+    ]
+    _no_cuda(monkeypatch)
+    assert torch_device("cpu") == "cpu" and torch_device("auto") == "cpu"
+    for device in ("cuda", "cuda:0", "cuda:1"):
+        with pytest.raises(
+            ModelSpecError,
+            match=rf"^chgnet-0\.3\.0: device '{device}' needs a CUDA device, but torch sees "
+            r"none \(torch .*\); use cpu or auto$",
+        ):
+            torch_device(device, "chgnet-0.3.0")
+    for device in ("tpu", "cuda:x", "cuda:-1", "mps", None, 0):
+        with pytest.raises(
+            ModelSpecError,
+            match=r"^sevenn-7net-0: unknown device .*; use cpu, cuda \(gpu\), cuda:N or auto$",
+        ):
+            torch_device(device, "sevenn-7net-0")
+    _two_gpus(monkeypatch)
+    assert [torch_device(d) for d in ("auto", "cuda", "cuda:0", "cuda:1")] == [
+        "cuda:0",
+        "cuda:0",
+        "cuda:0",
+        "cuda:1",
+    ]
+    with pytest.raises(ModelSpecError, match=r"^m: device 'cuda:2': torch sees 2 CUDA devices"):
+        torch_device("cuda:2", "m")
+
+
+@pytest.mark.parametrize("spec", ["chgnet:0.3.0", "sevenn:7net-0", *FILE_PRESETS])
+def test_every_preset_takes_a_checked_device(tmp_path, spec):
+    from fredask.extract import ModelSpecError
+    from fredask.extract.presets import preset_options
+
+    if spec in FILE_PRESETS:
+        spec = f"{spec}:{tmp_path / 'model.pt'}"
+    assert preset_options(spec)[-1] == "device"
+    assert get_extractor(spec).device == "cpu"  # today's behaviour is the default
+    extractor = _unpickled(spec, device="CUDA:1")
+    assert extractor.device == "cuda:1"
+    name = get_extractor(spec).name
+    with pytest.raises(ModelSpecError, match=rf"^{name}: unknown device 'tpu'"):
+        get_extractor(spec, device="tpu")
+
+
+def test_cuda_without_a_cuda_device_is_refused_naming_the_preset(monkeypatch):
+    from fredask.extract import ModelSpecError
+
+    _no_cuda(monkeypatch)
+    for spec, name in [("chgnet:0.3.0", "chgnet-0.3.0"), ("sevenn:7net-0", "sevenn-7net-0")]:
+        extractor = get_extractor(spec, device="cuda")  # built anywhere: checked where it loads
+        with pytest.raises(ModelSpecError, match=rf"^{name}: device 'cuda' needs a CUDA device"):
+            extractor.atom_features(STRUCTURES[:1])
+        assert not extractor._loaded
+
+
+def test_cpu_and_auto_give_todays_features(monkeypatch, chgnet_final, chgnet_reference):
+    _no_cuda(monkeypatch)  # auto is the CPU here
+    for device in ("cpu", "auto"):
+        extractor = _unpickled("chgnet:0.3.0", device=device)
+        values = extractor.atom_features(STRUCTURES)
+        _check(values, 64)
+        assert extractor.torch_device() == "cpu"
+        assert next(extractor._model.parameters()).device.type == "cpu"
+        for got, default, expected in zip(
+            values,
+            chgnet_final.atom_features(STRUCTURES),
+            chgnet_reference["together"],
+            strict=True,
+        ):
+            np.testing.assert_array_equal(got, default)
+            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    reference = _sevenn_reference("7net-0")
+    default = get_extractor("sevenn:7net-0").atom_features(STRUCTURES[:3])
+    auto = _unpickled("sevenn:7net-0", device="auto")
+    values = auto.atom_features(STRUCTURES[:3])
+    assert str(auto.calculator.device) == "cpu"
+    for got, same, expected in zip(values, default, reference, strict=False):
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, same)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_file_presets_load_onto_their_device(tmp_path, monkeypatch):
+    """The device reaches each package's own API (stand-ins of the packages, no GPU used)."""
+    import types
+
+    seen = {}
+
+    class MACECalculator:
+        def __init__(self, model_paths, device, **kwargs):
+            seen["mace"] = device
+            self.z_table = types.SimpleNamespace(zs=[1, 8])
+            self.models = [types.SimpleNamespace(num_interactions=2)]
+            self.default_dtype = "float64"
+
+    class Model:
+        def capabilities(self):
+            return types.SimpleNamespace(outputs={"features": None}, atomic_types=[1], dtype="f")
+
+    class MetatomicCalculator:
+        def __init__(self, model, device):
+            seen["metatomic"] = device
+
+    def load_predict_unit(path, inference_settings, device):
+        seen["uma"] = (device, seen.get("current_cuda", 0))
+        unit = types.SimpleNamespace(model=torch.nn.Module())
+        unit.model.output_heads = torch.nn.ModuleDict({"e": torch.nn.Module()})
+        unit.model.output_heads["e"].energy_block = torch.nn.Linear(2, 1)
+        return unit
+
+    class CudaDevice:  # stands in for torch.cuda.device: records the current device
+        def __init__(self, index):
+            self.index = index
+
+        def __enter__(self):
+            seen["current_cuda"] = self.index
+
+        def __exit__(self, *exc):
+            seen["current_cuda"] = 0
+
+    _module(monkeypatch, "mace")
+    _module(monkeypatch, "mace.calculators", MACECalculator=MACECalculator)
+    _module(monkeypatch, "metatomic")
+    _module(
+        monkeypatch,
+        "metatomic.torch",
+        ModelOutput=lambda per_atom: None,
+        load_atomistic_model=lambda path, extensions_directory=None: Model(),
+    )
+    _module(monkeypatch, "metatomic.torch.ase_calculator", MetatomicCalculator=MetatomicCalculator)
+    _module(monkeypatch, "fairchem")
+    _module(
+        monkeypatch,
+        "fairchem.core",
+        FAIRChemCalculator=lambda unit, task_name: None,
+        pretrained_mlip=types.SimpleNamespace(load_predict_unit=load_predict_unit),
+    )
+    monkeypatch.setattr(torch.cuda, "device", CudaDevice)
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"weights")
+    _two_gpus(monkeypatch)
+    for device, mace, uma in [
+        ("cpu", "cpu", ("cpu", 0)),
+        ("auto", "cuda:0", ("cuda", 0)),
+        ("cuda", "cuda:0", ("cuda", 0)),
+        ("cuda:1", "cuda:1", ("cuda", 1)),
+    ]:
+        seen.clear()
+        for prefix in FILE_PRESETS:
+            _unpickled(f"{prefix}:{path}", device=device).load()
+        assert seen.pop("current_cuda", 0) == 0  # the context was left
+        assert seen == {"mace": mace, "metatomic": mace, "uma": uma}
+
+
+def test_cli_device_reaches_every_preset():
+    import argparse
+
+    from fredask.cli import models
+    from fredask.cli.checks import CommandError
+    from fredask.extract.device import DEVICE_CHOICES
+
+    assert models.DEVICES == DEVICE_CHOICES
+    parser = argparse.ArgumentParser()
+    models.add_model_arguments(parser)
+    pytest.importorskip("sevenn")
+    specs = ["chgnet:0.3.0", "sevenn:7net-mf-0"]
+    args = parser.parse_args(["--device", "AUTO", "--modal", "PBE"])
+    models.check_device_argument(args)
+    extractors = models.build_extractors(specs, models.model_options(args))
+    assert [e.device for e in extractors] == ["auto", "auto"]
+    args = parser.parse_args(["--modal", "PBE"])  # no --device: the presets' cpu
+    assert [e.device for e in models.build_extractors(specs, models.model_options(args))] == [
+        "cpu",
+        "cpu",
+    ]
+    with pytest.raises(CommandError, match=r"^--device tpu: unknown device 'tpu'; use cpu, "):
+        models.check_device_argument(parser.parse_args(["--device", "tpu"]))
+    models.check_device_argument(parser.parse_args(["--device", "gpu"]))  # cuda's alias
+    with pytest.raises(CommandError, match="--device and --option device= both given"):
+        models.model_options(parser.parse_args(["--device", "cpu", "--option", "device=cuda"]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch sees none)")
+def test_chgnet_on_cuda_equals_the_cpu(chgnet_final):
+    extractor = _unpickled("chgnet:0.3.0", device="cuda")
+    values = extractor.atom_features(STRUCTURES)
+    assert extractor.torch_device() == "cuda:0"
+    assert next(extractor._model.parameters()).device.type == "cuda"
+    _check(values, 64)  # host numpy float32
+    for got, expected in zip(values, chgnet_final.atom_features(STRUCTURES), strict=True):
+        assert isinstance(got, np.ndarray)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    layer = _unpickled("chgnet:0.3.0", layer=1, device="cuda", batch_atoms=40)
+    cpu = get_extractor("chgnet:0.3.0", layer=1, batch_atoms=40)
+    for got, expected in zip(
+        layer.atom_features(STRUCTURES), cpu.atom_features(STRUCTURES), strict=True
+    ):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch sees none)")
+def test_sevenn_on_cuda_equals_the_cpu():
+    cpu = get_extractor("sevenn:7net-0").atom_features(STRUCTURES)
+    extractor = _unpickled("sevenn:7net-0", device="cuda")
+    values = extractor.atom_features(STRUCTURES)
+    assert str(extractor.calculator.device) == "cuda:0"
+    _check(values, 128)
+    for got, expected in zip(values, cpu, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

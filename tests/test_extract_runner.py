@@ -226,3 +226,125 @@ def test_killed_worker_is_retried_and_the_store_is_exact(tmp_path, store):
     assert (
         store.features("tiny-embed")[:].tobytes() == reference.features("tiny-embed")[:].tobytes()
     )
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def _tree(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _no_cuda(monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_the_model_cache_keys_on_the_device(monkeypatch):
+    import torch
+
+    from fredask.extract import get_extractor, runner
+
+    monkeypatch.setattr(runner, "_LOADED", {})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # resolved, never used
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    extractors = {d: get_extractor("chgnet:0.3.0", device=d) for d in ("cpu", "cuda:0", "cuda:1")}
+    # the same pickle key on two devices: two cached models
+    cached = {d: runner.worker_extractor("key", e)[0] for d, e in extractors.items()}
+    assert [cached[d] is extractors[d] for d in cached] == [True, True, True]
+    assert sorted(runner._LOADED) == [("key", "cpu"), ("key", "cuda:0"), ("key", "cuda:1")]
+    # a device that resolves to a cached one shares it; the run's own key tells options apart
+    auto = get_extractor("chgnet:0.3.0", device="auto")
+    assert runner.worker_extractor("key", auto)[0] is extractors["cuda:0"]
+    assert runner.worker_extractor("key", extractors["cpu"])[0] is extractors["cpu"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runner.worker_extractor("key", auto)[0] is extractors["cpu"]  # auto is the CPU here
+
+
+def test_cuda_without_a_cuda_device_is_refused_before_any_write(monkeypatch, mixed_store):
+    from fredask.extract import ModelSpecError, get_extractor
+
+    _no_cuda(monkeypatch)
+    before = _tree(mixed_store.path)
+    extractor = get_extractor("chgnet:0.3.0", device="cuda")
+    with pytest.raises(ModelSpecError, match=r"^chgnet-0\.3\.0: device 'cuda' needs a CUDA"):
+        extract(mixed_store, extractor, client="sync", progress=False)
+    assert _tree(mixed_store.path) == before and not extractor._loaded
+
+
+def test_cpu_and_auto_extraction_write_the_same_features(monkeypatch, tmp_path):
+    pytest.importorskip("chgnet")
+    from fredask.extract import get_extractor
+
+    _no_cuda(monkeypatch)  # auto is the CPU here
+    structures = [g2["H2O"], bulk("Si", "diamond", a=5.43), g2["CH4"]]
+    stores = {}
+    for device in ("cpu", "auto"):
+        table = StructureTable.from_atoms(structures)
+        store = FeatureStore.create(tmp_path / f"{device}.zarr", table, chunk_rows=4)
+        options = {} if device == "cpu" else {"device": device}
+        extract(store, get_extractor("chgnet:0.3.0", **options), client="sync", progress=False)
+        stores[device] = store.features("chgnet-0.3.0")
+    assert stores["auto"][:].tobytes() == stores["cpu"][:].tobytes()
+    attrs = {device: dict(array.attrs) for device, array in stores.items()}
+    assert attrs["cpu"]["device"] == "cpu" and attrs["auto"]["device"] == "auto"
+    assert attrs["cpu"]["torch_device"] == attrs["auto"]["torch_device"] == "cpu"
+    assert attrs["cpu"]["source_id"] == attrs["auto"]["source_id"]  # the device is no source
+    expected = get_extractor("chgnet:0.3.0").atom_features(structures)
+    np.testing.assert_allclose(stores["auto"][:], np.concatenate(expected), rtol=0, atol=1e-5)
+
+
+def _refused_cli(argv, capsys) -> str:
+    """``fredask ARGV`` must fail with one line, exit status 1, no traceback."""
+    from fredask.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in argv])
+    _, err = capsys.readouterr()
+    assert isinstance(exit_.value.code, str), exit_.value.code  # printed, exit status 1
+    assert "Traceback" not in err and "\n" not in exit_.value.code
+    return exit_.value.code
+
+
+def test_cli_device_cuda_without_a_cuda_device_is_one_line(monkeypatch, tmp_path, capsys):
+    import ase.io
+
+    pytest.importorskip("chgnet")
+    _no_cuda(monkeypatch)
+    ase.io.write(tmp_path / "mol.xyz", [g2["H2O"], g2["CH4"]], format="extxyz")
+    argv = ["extract", tmp_path / "mol.xyz", "--store", tmp_path / "s.zarr"]
+    argv += ["--model", "chgnet:0.3.0", "--cluster", "sync"]
+    before = _tree(tmp_path)
+    line = _refused_cli([*argv, "--device", "cuda"], capsys)
+    assert line.startswith(
+        "fredask extract: chgnet-0.3.0: device 'cuda' needs a CUDA device, but torch sees none"
+    )
+    assert line.endswith("; use cpu or auto")
+    line = _refused_cli([*argv, "--device", "tpu"], capsys)
+    assert (
+        line == "fredask extract: --device tpu: unknown device 'tpu'; use cpu, cuda, cuda:N or auto"
+    )
+    # checked before the structure file is read: a missing one is not what is reported
+    missing = ["extract", tmp_path / "absent.xyz", *argv[2:], "--device", "tpu"]
+    assert _refused_cli(missing, capsys).startswith("fredask extract: --device tpu:")
+    line = _refused_cli([*argv, "--option", "device=cuda:3"], capsys)
+    assert line.startswith("fredask extract: chgnet-0.3.0: device 'cuda:3' needs a CUDA device")
+    assert _tree(tmp_path) == before and not (tmp_path / "s.zarr").exists()
+
+
+def test_cli_device_is_checked_on_the_cluster_workers(monkeypatch):
+    from fredask.extract import ModelSpecError, get_extractor
+    from fredask.extract.device import check_devices
+
+    class Client:  # a cluster whose first worker has no GPU
+        def run(self, function, *args):
+            return {"tcp://gpu-node:1": None, "tcp://cpu-node:2": function(*args)}
+
+    _no_cuda(monkeypatch)
+    check_devices([get_extractor("chgnet:0.3.0", device="auto")], Client())  # auto: fine
+    with pytest.raises(
+        ModelSpecError,
+        match=r"^chgnet-0\.3\.0: device 'cuda' needs .* \(on worker tcp://cpu-node:2\)$",
+    ):
+        check_devices([get_extractor("chgnet:0.3.0", device="cuda")], Client())

@@ -1,11 +1,14 @@
 """Model specs and preset options of the command line, checked before any store is written.
 
 ``--model SPEC`` (repeatable) with ``--option KEY=VALUE`` (repeatable), and the
-shortcuts ``--layer`` (CHGNet, MACE) and ``--modal`` (SevenNet's multi-fidelity
-``7net-mf-0``).  An option goes to every model whose preset takes it; one that no
-model takes is refused with the options each preset has.  Nothing here loads
-weights: a spec is checked by building its (unloaded) extractor, its package by
-locating it, a model file by its existence.
+shortcuts ``--layer`` (CHGNet, MACE), ``--modal`` (SevenNet's multi-fidelity
+``7net-mf-0``) and ``--device`` (every preset).  An option goes to every model
+whose preset takes it; one that no model takes is refused with the options each
+preset has.  Nothing here loads weights: a spec is checked by building its
+(unloaded) extractor, its package by locating it, a model file by its existence,
+a device by its spelling (:func:`check_device_argument`; whether torch sees a
+CUDA device is checked where the models run, see
+:func:`fredask.extract.device.check_devices`).
 """
 
 from __future__ import annotations
@@ -15,11 +18,19 @@ import argparse
 from fredask.cli.checks import CommandError, key_value
 
 #: Shortcut flags for preset options: attribute of ``args`` -> option name.
-SHORTCUTS = {"layer": "layer", "modal": "modal"}
+SHORTCUTS = {"layer": "layer", "modal": "modal", "device": "device"}
+
+#: The values ``--device`` takes (``cuda:N`` too), as :mod:`fredask.extract.device` reads them.
+DEVICES = ("cpu", "cuda", "auto")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--option KEY=VALUE`` (repeatable), ``--layer`` and ``--modal``."""
+    """``--option KEY=VALUE`` (repeatable), ``--layer``, ``--modal`` and ``--device``.
+
+    ``--device`` is not checked by argparse (its default, None, means the
+    presets' ``"cpu"``): :func:`check_device_argument` refuses a bad value in
+    one line before any file is read.
+    """
     parser.add_argument(
         "--option",
         action="append",
@@ -29,7 +40,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="a preset option, passed to every --model that takes it (repeatable): CHGNet "
         "layer, vacuum, batch_atoms; SevenNet modal (7net-mf-0), stop_at_hook; MACE layer, "
         "head; metatomic output, batch_size, extensions_directory; UMA task, module_path, "
-        "inference_settings",
+        "inference_settings; every preset: device",
     )
     parser.add_argument(
         "--layer", help="the option layer: an index, or 'readout' (CHGNet); MACE: an index"
@@ -37,6 +48,31 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--modal", help="the option modal: the fidelity of sevenn:7net-mf-0 (PBE or R2SCAN)"
     )
+    parser.add_argument(
+        "--device",
+        metavar="{" + ",".join(DEVICES) + "}",
+        help="the option device: where every model runs: cpu (default), cuda (cuda:N: GPU N; "
+        "on a dask-cuda cluster cuda is each worker's own GPU), or auto (CUDA when torch sees "
+        "it, else the CPU); cuda is refused when torch sees no CUDA device where the work runs",
+    )
+
+
+def check_device_argument(args: argparse.Namespace) -> None:
+    """Refuse, in one line, a ``--device`` that is not cpu, cuda, cuda:N or auto.
+
+    Reads no file and imports no torch (whether torch sees a CUDA device is
+    checked where the models run, by :func:`fredask.extract.device.check_devices`).
+    """
+    value = getattr(args, "device", None)
+    if value is None:
+        return
+    from fredask.extract.device import parse_device
+    from fredask.extract.presets import ModelSpecError
+
+    try:
+        args.device = parse_device(value)
+    except ModelSpecError as error:
+        raise CommandError(f"--device {value}: {error}") from None
 
 
 def parse_value(text: str) -> object:

@@ -2,6 +2,9 @@
 
 Everything that can be checked is checked before the store is created or
 opened for writing: the input files, the model specs and their options, the
+``--device`` (its spelling first of all; then that torch sees the CUDA device:
+here, before any structure file is read, when the work runs in this process or
+the embedded LocalCluster, else on the cluster's workers once connected), the
 element coverage, the features files' row counts, the store folder, the
 cluster.  A refused command leaves the disk as it was.
 """
@@ -15,8 +18,14 @@ import time
 from pathlib import Path
 
 from fredask.cli.checks import CommandError, existing_files, new_store_path
-from fredask.cli.cluster import add_cluster_argument, cluster_client
-from fredask.cli.models import add_model_arguments, build_extractors, check_elements, model_options
+from fredask.cli.cluster import LOCAL_SCHEDULERS, add_cluster_argument, cluster_client
+from fredask.cli.models import (
+    add_model_arguments,
+    build_extractors,
+    check_device_argument,
+    check_elements,
+    model_options,
+)
 
 #: Feature file types that hold several arrays (``--key`` picks one).
 MULTI_ARRAY = (".npz", ".pt", ".pth", ".h5", ".hdf5")
@@ -77,12 +86,17 @@ def info(args: argparse.Namespace) -> None:
 
 def extract(args: argparse.Namespace) -> None:
     """Run models over structures into a store, resumably."""
+    from fredask.extract.device import check_devices
     from fredask.extract.runner import extract as run
     from fredask.extract.runner import extraction_source
     from fredask.store.feature_store import FeatureStore
 
+    check_device_argument(args)
     paths = existing_files(args.structures, "structure file")
     extractors = build_extractors(args.model, model_options(args))
+    here = args.cluster is None or args.cluster in LOCAL_SCHEDULERS  # the embedded cluster: here
+    if here:
+        check_devices(extractors)
     new_store_path(args.store)
     table = read_structure_files(paths)
     what = ", ".join(map(str, paths))
@@ -90,6 +104,8 @@ def extract(args: argparse.Namespace) -> None:
     if not args.skip_errors:
         check_elements(extractors, table)
     client = cluster_client(args)
+    if not here:
+        check_devices(extractors, client)
     store = FeatureStore.open_or_create(args.store, table, what=what)
     for extractor in extractors:  # refuse any model before extracting the first
         store.check_source(extractor.name, extraction_source(extractor), args.overwrite)

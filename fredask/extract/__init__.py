@@ -4,8 +4,10 @@
 generic torch hook extractor; :mod:`fredask.extract.presets` knows the models
 that ship their weights (CHGNet, SevenNet) and those that need a model file
 (MACE, metatomic/PET-MAD, fairchem UMA); :mod:`fredask.extract.runner` runs an
-extractor over a store's structures on Dask workers, resumably.  A bad model
-spec or option is a :class:`ModelSpecError` (a ``ValueError``) naming what exists.
+extractor over a store's structures on Dask workers, resumably;
+:mod:`fredask.extract.device` owns the presets' ``device`` option (``"cpu"``,
+``"cuda"``, ``"cuda:N"``, ``"auto"``).  A bad model spec, option or device is a
+:class:`ModelSpecError` (a ``ValueError``) naming what exists.
 """
 
 from fredask.extract.base import ExtractionError, Extractor, TorchHookExtractor

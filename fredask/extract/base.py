@@ -20,7 +20,10 @@ class Extractor(ABC):
     Subclasses set :attr:`name` (the default store name of their features)
     and implement :meth:`load` (heavy: weights; called once per worker) and
     :meth:`atom_features`.  Extractors are pickled to Dask workers before
-    :meth:`load`, so keep the constructor light.
+    :meth:`load`, so keep the constructor light.  A subclass whose model can
+    run on a GPU sets :attr:`device` from its ``device`` option (checked with
+    :func:`fredask.extract.device.parse_device`) and loads the model onto
+    :meth:`torch_device`; features always come back as host numpy arrays.
     """
 
     #: Default name of the features in the store, e.g. ``"chgnet-0.3.0"``.
@@ -29,6 +32,9 @@ class Extractor(ABC):
     elements: frozenset[int] | None = None
     #: The pip distribution that provides the model (named when it is missing).
     package: str = ""
+    #: The device option: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``
+    #: (see :mod:`fredask.extract.device`).
+    device: str = "cpu"
 
     def __init__(self) -> None:
         self._loaded = False
@@ -44,6 +50,22 @@ class Extractor(ABC):
     def metadata(self) -> dict[str, object]:
         """Model, package and version, layer or output, checkpoint hash."""
         return {"model": self.name}
+
+    def torch_device(self) -> str:
+        """The torch device the model runs on in this process (``"cpu"`` or ``"cuda:N"``).
+
+        Resolves :attr:`device` with :func:`fredask.extract.device.torch_device`
+        (``"auto"``: CUDA when torch sees it, else the CPU).
+
+        Raises
+        ------
+        ModelSpecError
+            For a CUDA device torch does not see here, naming the device and
+            the model.
+        """
+        from fredask.extract.device import torch_device
+
+        return torch_device(self.device, self.name)
 
     def atom_features(self, structures: Sequence) -> list[np.ndarray]:
         """Per-atom features of each structure, checked.
@@ -174,8 +196,12 @@ class TorchHookExtractor(Extractor):
     def _unpicklable(self) -> tuple[str, ...]:
         return ("calculator",)
 
+    def _new_calculator(self):
+        """The ASE calculator (``make_calculator()``; a preset passes its device)."""
+        return self.make_calculator()
+
     def load(self) -> None:
-        self.calculator = self.make_calculator()
+        self.calculator = self._new_calculator()
         root = resolve_module(self.calculator, self.model_attribute)
         module = resolve_module(root, self.module_path)
         if self.pre_hook:

@@ -7,7 +7,10 @@ same Zarr chunk, a killed worker's tasks are retried by Dask, and a killed run
 restarted with the same command computes only the chunks not flagged yet;
 since every task is a deterministic function of its chunk, the finished store
 is byte-identical to an uninterrupted run.  Each worker process loads the
-model once.
+model once per device (:func:`worker_extractor`), on the device of the
+extractor's ``device`` option, checked where the work runs before any task
+starts (:func:`fredask.extract.device.check_devices`); on a dask-cuda
+cluster ``"cuda"`` is each worker's own GPU.
 
 The features are written under the store's ``staging/`` and moved into
 ``features/`` when complete.  Their source (the model's metadata: package,
@@ -34,10 +37,12 @@ import numpy as np
 from fredask.cluster.clients import resolve_client
 from fredask.cluster.progress import is_terminal, log_interval
 from fredask.extract.base import ExtractionError, Extractor, atom_batches
+from fredask.extract.device import check_devices, torch_device
 from fredask.store.feature_store import FeatureStore, model_source
 
-#: Extractors loaded in this (worker) process, by the hash of their pickle.
-_LOADED: dict[str, tuple[Extractor, threading.Lock]] = {}
+#: Extractors loaded in this (worker) process, by the hash of their pickle and the
+#: torch device they run on here.
+_LOADED: dict[tuple[str, str], tuple[Extractor, threading.Lock]] = {}
 _LOADED_GUARD = threading.Lock()
 
 
@@ -67,11 +72,33 @@ def extraction_source(extractor: Extractor) -> dict[str, object]:
     return model_source(extractor.metadata())
 
 
-def _worker_extractor(key: str, extractor: Extractor) -> tuple[Extractor, threading.Lock]:
+def worker_extractor(key: str, extractor: Extractor) -> tuple[Extractor, threading.Lock]:
+    """This process's cached copy of an extractor (loaded once), and the lock of its model.
+
+    Parameters
+    ----------
+    key : str
+        The hash of the extractor's pickle (computed where the run started).
+    extractor : Extractor
+        Cached, if no copy is yet, under ``(key, device)``, ``device`` being
+        the torch device its ``device`` option resolves to here (``"auto"``
+        on a GPU worker and on a CPU one differ): the same model on two
+        devices is two entries.
+
+    Returns
+    -------
+    (Extractor, threading.Lock)
+
+    Raises
+    ------
+    ModelSpecError
+        For a CUDA device torch does not see in this process.
+    """
+    slot = (key, torch_device(extractor.device, extractor.name))
     with _LOADED_GUARD:
-        if key not in _LOADED:
-            _LOADED[key] = (extractor, threading.Lock())
-        return _LOADED[key]
+        if slot not in _LOADED:
+            _LOADED[slot] = (extractor, threading.Lock())
+        return _LOADED[slot]
 
 
 def structure_features(
@@ -106,7 +133,7 @@ def extract_chunk(
     store = FeatureStore.open(store_path, mode="a")
     start, stop = store.chunk_bounds(index)
     wanted = store.structures_in_rows(start, stop)
-    model, lock = _worker_extractor(key, extractor)
+    model, lock = worker_extractor(key, extractor)
     array = store.features(name)
     values = np.full((stop - start, array.shape[1]), np.nan, dtype=array.dtype)
     skipped = []
@@ -128,12 +155,17 @@ def extract_chunk(
 
 
 def probe(store_path: str, key: str, extractor: Extractor) -> tuple[int, str, dict]:
-    """Number of features, dtype and metadata, from the first structure."""
+    """Number of features, dtype and metadata, from the first structure.
+
+    The metadata records the ``device`` option and the torch device the probe
+    ran on (``torch_device``); they describe the run, not the features' source.
+    """
     atoms = FeatureStore.open(store_path).structures_in_rows(0, 1)[0]
-    model, lock = _worker_extractor(key, extractor)
+    model, lock = worker_extractor(key, extractor)
     with lock:
         values = model.atom_features([atoms])[0]
         metadata = model.metadata()
+    metadata.update(device=model.device, torch_device=model.torch_device())
     return int(values.shape[1]), str(values.dtype), metadata
 
 
@@ -154,7 +186,8 @@ def extract(
     store : path or FeatureStore
         The store, created with its structure table.
     extractor : Extractor
-        e.g. ``fredask.extract.get_extractor("chgnet:0.3.0")``.
+        e.g. ``fredask.extract.get_extractor("chgnet:0.3.0")``, or with
+        ``device="cuda"`` (or ``"auto"``) to run the model on each worker's GPU.
     name : str, optional
         Name of the features (default ``extractor.name``).
     client : distributed.Client, "threads" or "sync", optional
@@ -175,6 +208,13 @@ def extract(
     Returns
     -------
     ExtractionReport
+
+    Raises
+    ------
+    ModelSpecError
+        Before anything is written, when the extractor's device is a CUDA
+        device that torch does not see where the work runs (this process for
+        ``"sync"`` / ``"threads"``, every connected worker of a cluster).
     """
     import dask
 
@@ -183,6 +223,7 @@ def extract(
     path = str(store.path)
     key = hashlib.blake2b(cloudpickle.dumps(extractor), digest_size=16).hexdigest()
     scheduler = resolve_client(client)
+    check_devices([extractor], scheduler)
     source = extraction_source(extractor)
     with store.writing(name):
         if store.has_features(name) and not overwrite:  # kept, resumed or refused

@@ -269,7 +269,7 @@ def test_extract_an_option_no_model_takes(files, capsys):
     )
     assert line == (
         "fredask extract: no --model takes the option modal "
-        "(chgnet:0.3.0 takes layer, vacuum, batch_atoms)"
+        "(chgnet:0.3.0 takes layer, vacuum, batch_atoms, device)"
     )
 
 

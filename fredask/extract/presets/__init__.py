@@ -2,8 +2,8 @@
 
 Two families:
 
-* models whose weights ship inside their pip package and run on the CPU with
-  no download: CHGNet (``"chgnet:0.3.0"``, ``"chgnet:0.2.0"``,
+* models whose weights ship inside their pip package and run with no
+  download: CHGNet (``"chgnet:0.3.0"``, ``"chgnet:0.2.0"``,
   ``"chgnet:r2scan"``) and SevenNet (``"sevenn:7net-0"``,
   ``"sevenn:7net-0_22may2024"``, ``"sevenn:7net-l3i5"``,
   ``"sevenn:7net-mf-0"``);
@@ -14,6 +14,10 @@ Two families:
 
 No code here downloads anything: the shipped checkpoints are located inside
 the installed packages and passed to the models as files.
+
+Every preset takes ``device=`` (``"cpu"``, the default, ``"cuda"``,
+``"cuda:N"`` or ``"auto"``; :mod:`fredask.extract.device`) and loads its model
+there; the features come back to the host as float32 numpy arrays.
 
 This package holds the registry (:func:`get_extractor`, :func:`known_specs`,
 :func:`preset_options`, :func:`check_ready`);
@@ -186,7 +190,8 @@ def get_extractor(spec: str, **options) -> Extractor:
         ``layer``, ``vacuum``, ``batch_atoms`` (CHGNet); ``modal``,
         ``stop_at_hook`` (SevenNet); ``layer``, ``head`` (MACE); ``output``,
         ``batch_size``, ``extensions_directory`` (metatomic); ``task``,
-        ``module_path``, ``inference_settings`` (UMA).
+        ``module_path``, ``inference_settings`` (UMA); ``device`` (every
+        preset: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``).
 
     Returns
     -------
@@ -197,8 +202,8 @@ def get_extractor(spec: str, **options) -> Extractor:
     ------
     ModelSpecError
         A ``ValueError``: for an unknown prefix, an unknown CHGNet or SevenNet
-        model, or an option the extractor does not take; the message lists
-        what is known.
+        model, an option the extractor does not take, or an unknown device;
+        the message lists what is known.
     """
     prefix, model = parse_spec(spec)
     accepted = preset_options(spec)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fredask.extract.base import ExtractionError, Extractor, _label, atom_batches
+from fredask.extract.device import parse_device
 from fredask.extract.presets._common import (
     DEFAULT_VACUUM,
     ModelSpecError,
@@ -33,7 +34,9 @@ class CHGNetExtractor(Extractor):
     Structures are evaluated in batches of whole structures (at most
     ``batch_atoms`` atoms per forward pass, a larger structure alone) through
     ``CHGNet.forward(graphs, task="e")`` under ``torch.no_grad``; results equal
-    single-structure ones to float rounding.
+    single-structure ones to float rounding.  The graphs are built on the CPU
+    and moved to the model's device with the batch; the features come back
+    to the host as float32 numpy arrays.
 
     Parameters
     ----------
@@ -54,6 +57,10 @@ class CHGNetExtractor(Extractor):
         5 Å for 0.2.0).
     batch_atoms : int
         Most atoms per forward pass.
+    device : {"cpu", "cuda", "cuda:N", "auto"}
+        Where the model runs (``CHGNet.load(use_device=...)``); ``"auto"``:
+        CUDA when torch sees it, else the CPU; on a dask-cuda worker
+        ``"cuda"`` is the worker's own GPU (see :mod:`fredask.extract.device`).
     """
 
     package = "chgnet"
@@ -64,6 +71,7 @@ class CHGNetExtractor(Extractor):
         layer: int | str | None = None,
         vacuum: float = DEFAULT_VACUUM,
         batch_atoms: int = 2048,
+        device: str = "cpu",
     ) -> None:
         super().__init__()
         canonical = {name.lower(): name for name in CHGNET_MODELS}
@@ -81,6 +89,7 @@ class CHGNetExtractor(Extractor):
         self.batch_atoms = int(batch_atoms)
         suffix = "-readout" if layer == "readout" else _layer_suffix(layer)
         self.name = f"chgnet-{self.model_name}{suffix}"
+        self.device = parse_device(device, self.name)
         #: The embedding table of all shipped CHGNet models covers Z = 1..94;
         #: :meth:`load` re-reads it from the model.
         self.elements = frozenset(range(1, 95))
@@ -101,16 +110,17 @@ class CHGNetExtractor(Extractor):
         return files[0]
 
     def load(self) -> None:
-        """Load the model on the CPU (once) and register the layer hook."""
+        """Load the model on its device (once) and register the layer hook."""
         if self._model is not None:
             return
+        device = self.torch_device()
         torch = _import("torch", "torch")
         chgnet_model = _import("chgnet.model", self.package)
         with contextlib.redirect_stdout(io.StringIO()):  # "CHGNet v0.3.0 initialized ..."
             model = chgnet_model.CHGNet.load(
-                model_name=self.model_name, use_device="cpu", verbose=False
+                model_name=self.model_name, use_device=device, verbose=False
             )
-        model = model.to(torch.device("cpu")).eval()
+        model = model.to(torch.device(device)).eval()
         cutoff = float(model.graph_converter.atom_graph_cutoff)
         if self.vacuum <= cutoff:
             raise ModelSpecError(
@@ -168,9 +178,10 @@ class CHGNetExtractor(Extractor):
             # pymatgen warns about noble gases' missing electronegativity, once per element
             warnings.filterwarnings("ignore", message="No Pauling electronegativity")
             graphs = [self._graph(atoms, index) for index, atoms in enumerate(structures)]
+        device = next(self._model.parameters()).device
         out: list[np.ndarray] = []
         for group in atom_batches([len(a) for a in structures], self.batch_atoms):
-            batch = [graphs[i] for i in group]
+            batch = [graphs[i] if device.type == "cpu" else graphs[i].to(device) for i in group]
             self._captured.clear()
             with torch.no_grad():
                 prediction = self._model(batch, task="e", return_atom_feas=self.layer is None)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fredask.extract.device import parse_device
 from fredask.extract.presets._common import (
     ModelSpecError,
     _check_layer,
@@ -31,30 +32,43 @@ class MACEExtractor(_FileExtractor):
         interaction ``i`` only (``-1``: the last, the read-out's input).
     head : str, optional
         Head of a multi-head model.
+    device : {"cpu", "cuda", "cuda:N", "auto"}
+        Where the model runs (``MACECalculator(device=...)``); ``"auto"``:
+        CUDA when torch sees it, else the CPU; on a dask-cuda worker
+        ``"cuda"`` is the worker's own GPU (see :mod:`fredask.extract.device`).
+        Features come back to the host as float32 numpy arrays.
     """
 
     package = "mace-torch"
 
-    def __init__(self, path: str | Path, layer: int | None = None, head: str | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        layer: int | None = None,
+        head: str | None = None,
+        device: str = "cpu",
+    ):
         super().__init__(path)
         self.layer = _check_layer(layer)
         self.head = head
         self.name = f"mace-{_stem(path)}{_layer_suffix(self.layer)}"
+        self.device = parse_device(device, self.name)
         self._calculator = None
 
     def _unpicklable(self) -> tuple[str, ...]:
         return ("_calculator",)
 
     def load(self) -> None:
-        """Load the model on the CPU (once); read its elements."""
+        """Load the model on its device (once); read its elements."""
         if self._calculator is not None:
             return
+        device = self.torch_device()
         calculators = _import("mace.calculators", self.package)
         path = self._check_file()
         kwargs = {} if self.head is None else {"head": self.head}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            calculator = calculators.MACECalculator(model_paths=str(path), device="cpu", **kwargs)
+            calculator = calculators.MACECalculator(model_paths=str(path), device=device, **kwargs)
         self.elements = frozenset(int(z) for z in calculator.z_table.zs)
         self._num_layers = int(calculator.models[0].num_interactions)
         self._model_dtype = str(calculator.default_dtype)

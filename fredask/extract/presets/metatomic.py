@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fredask.extract.base import ExtractionError, _label
+from fredask.extract.device import parse_device
 from fredask.extract.presets._common import ModelSpecError, _import, _stem
 from fredask.extract.presets._files import _FileExtractor
 
@@ -31,6 +32,12 @@ class MetatomicExtractor(_FileExtractor):
         Structures per ``run_model`` call.
     extensions_directory : str, optional
         Where the model's compiled extensions live.
+    device : {"cpu", "cuda", "cuda:N", "auto"}
+        Where the model runs (``MetatomicCalculator(device=...)``);
+        ``"auto"``: CUDA when torch sees it, else the CPU; on a dask-cuda
+        worker ``"cuda"`` is the worker's own GPU (see
+        :mod:`fredask.extract.device`).  Features come back to the host as
+        float32 numpy arrays.
     """
 
     package = "metatomic-torch"
@@ -41,6 +48,7 @@ class MetatomicExtractor(_FileExtractor):
         output: str = "features",
         batch_size: int = 16,
         extensions_directory: str | None = None,
+        device: str = "cpu",
     ):
         super().__init__(path)
         self.output = str(output)
@@ -50,15 +58,17 @@ class MetatomicExtractor(_FileExtractor):
         if short is None:
             short = "-" + re.sub(r"[^A-Za-z0-9._-]+", "-", self.output).strip("-")
         self.name = f"metatomic-{_stem(path)}{short}"
+        self.device = parse_device(device, self.name)
         self._calculator = None
 
     def _unpicklable(self) -> tuple[str, ...]:
         return ("_calculator", "_model_output")
 
     def load(self) -> None:
-        """Load the model on the CPU (once); check it declares the output."""
+        """Load the model on its device (once); check it declares the output."""
         if self._calculator is not None:
             return
+        device = self.torch_device()
         torch_api = _import("metatomic.torch", self.package)
         try:
             from metatomic.torch.ase_calculator import MetatomicCalculator
@@ -77,7 +87,7 @@ class MetatomicExtractor(_FileExtractor):
         self.elements = frozenset(int(z) for z in capabilities.atomic_types)
         self._model_dtype = str(capabilities.dtype)
         self._model_output = torch_api.ModelOutput(per_atom=True)
-        self._calculator = MetatomicCalculator(model, device="cpu")
+        self._calculator = MetatomicCalculator(model, device=device)
 
     def _features(self, structures: Sequence) -> list[np.ndarray]:
         out = []

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from fredask.extract.base import ExtractionError, TorchHookExtractor, _label
+from fredask.extract.device import parse_device
 from fredask.extract.presets._common import ModelSpecError, _import, _package_dir, _package_version
 from fredask.store.structures import file_hash
 
@@ -29,12 +30,12 @@ class _StopForward(Exception):
     """Raised by the hook to skip the rest of the forward pass (read-out, forces)."""
 
 
-def _sevenn_calculator(checkpoint: str, modal: str | None):
-    """A CPU ``SevenNetCalculator`` for a checkpoint file (module level: picklable)."""
+def _sevenn_calculator(checkpoint: str, modal: str | None, device: str = "cpu"):
+    """A ``SevenNetCalculator`` of a checkpoint file on a device (module level: picklable)."""
     calculator_module = _import("sevenn.calculator", SevenNetExtractor.package)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no tensor-product accelerator" on the CPU
-        return calculator_module.SevenNetCalculator(model=checkpoint, device="cpu", modal=modal)
+        return calculator_module.SevenNetCalculator(model=checkpoint, device=device, modal=modal)
 
 
 def _sevenn_node_features(args):
@@ -46,12 +47,13 @@ class SevenNetExtractor(TorchHookExtractor):
     """The 128-float input of SevenNet's read-out, per atom.
 
     ``sevenn.calculator.SevenNetCalculator`` evaluates each structure on the
-    CPU; a forward pre-hook on the module ``reduce_input_to_hidden`` (an
-    ``IrrepsLinear``, the first layer of the read-out) receives the model's
-    ``AtomGraphData`` dictionary and clones its node features ``"x"``
-    (``n_atoms x 128`` scalars, the output of the last equivariant gate).  For
-    the multi-fidelity model the read-out also appends the one-hot fidelity to
-    ``x`` inside that module; the features here are the 128 node features only.
+    extractor's device; a forward pre-hook on the module
+    ``reduce_input_to_hidden`` (an ``IrrepsLinear``, the first layer of the
+    read-out) receives the model's ``AtomGraphData`` dictionary and clones its
+    node features ``"x"`` (``n_atoms x 128`` scalars, the output of the last
+    equivariant gate).  For the multi-fidelity model the read-out also appends
+    the one-hot fidelity to ``x`` inside that module; the features here are the
+    128 node features only.
 
     Parameters
     ----------
@@ -63,12 +65,21 @@ class SevenNetExtractor(TorchHookExtractor):
     stop_at_hook : bool
         Stop the forward pass once the features are captured (no read-out, no
         force back-propagation): about 3.5x faster, same features.
+    device : {"cpu", "cuda", "cuda:N", "auto"}
+        Where the model runs (``SevenNetCalculator(device=...)``); ``"auto"``:
+        CUDA when torch sees it, else the CPU; on a dask-cuda worker
+        ``"cuda"`` is the worker's own GPU (see :mod:`fredask.extract.device`).
+        The features come back to the host as float32 numpy arrays.
     """
 
     package = "sevenn"
 
     def __init__(
-        self, model: str = "7net-0", modal: str | None = None, stop_at_hook: bool = True
+        self,
+        model: str = "7net-0",
+        modal: str | None = None,
+        stop_at_hook: bool = True,
+        device: str = "cpu",
     ) -> None:
         key = str(model).lower().replace("sevennet-", "7net-")
         if key not in SEVENN_MODELS:
@@ -97,6 +108,7 @@ class SevenNetExtractor(TorchHookExtractor):
             select=_sevenn_node_features,
             name=name,
         )
+        self.device = parse_device(device, name)
         self._elements: frozenset[int] | None = None
         self._hash: str | None = None
 
@@ -125,8 +137,12 @@ class SevenNetExtractor(TorchHookExtractor):
             self._elements = frozenset(int(z) for z in type_map)
         return self._elements
 
+    def _new_calculator(self):
+        """The calculator on the torch device of :attr:`device` in this process."""
+        return self.make_calculator(device=self.torch_device())
+
     def load(self) -> None:
-        """Build the calculator on the CPU (once) and register the pre-hook."""
+        """Build the calculator on its device (once) and register the pre-hook."""
         if self.calculator is not None:
             return
         super().load()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,14 +10,28 @@ from pathlib import Path
 import numpy as np
 
 from fredask.extract.base import ExtractionError, _label, resolve_module
+from fredask.extract.device import parse_device
 from fredask.extract.presets._common import _import, _stem
 from fredask.extract.presets._files import _FileExtractor
+
+
+def _current_cuda_device(index: int):
+    """A context with CUDA device ``index`` current (nothing to do for device 0 or the CPU).
+
+    fairchem's predict unit takes ``device="cuda"`` and uses the current CUDA
+    device, read when it is built.
+    """
+    if index == 0:
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.cuda.device(index)
 
 
 class UMAExtractor(_FileExtractor):
     """The input of a fairchem UMA model's energy head, per atom.
 
-    ``pretrained_mlip.load_predict_unit(path, device="cpu")`` loads the
+    ``pretrained_mlip.load_predict_unit(path, device=...)`` loads the
     checkpoint, ``FAIRChemCalculator(unit, task_name=task)`` evaluates each
     structure, and a forward pre-hook on the energy head's MLP
     (``output_heads.<head>.energy_block``) captures its input: the L=0
@@ -36,6 +51,13 @@ class UMAExtractor(_FileExtractor):
         error lists those that ran: pass one as ``module_path``).
     inference_settings : str
         ``load_predict_unit``'s inference settings.
+    device : {"cpu", "cuda", "cuda:N", "auto"}
+        Where the model runs (``load_predict_unit(..., device=)``, which
+        takes ``"cpu"`` or ``"cuda"``: ``"cuda:N"`` loads it with CUDA device
+        ``N`` current); ``"auto"``: CUDA when torch sees it, else the CPU; on
+        a dask-cuda worker ``"cuda"`` is the worker's own GPU (see
+        :mod:`fredask.extract.device`).  Features come back to the host as
+        float32 numpy arrays.
     """
 
     package = "fairchem-core"
@@ -46,12 +68,14 @@ class UMAExtractor(_FileExtractor):
         task: str = "omat",
         module_path: str | None = None,
         inference_settings: str = "default",
+        device: str = "cpu",
     ):
         super().__init__(path)
         self.task = str(task)
         self.module_path = module_path
         self.inference_settings = inference_settings
         self.name = f"uma-{_stem(path)}-{self.task}"
+        self.device = parse_device(device, self.name)
         self._unit = None
         self._calculator = None
         self._hooked: set[int] = set()
@@ -67,14 +91,19 @@ class UMAExtractor(_FileExtractor):
         return state
 
     def load(self) -> None:
-        """Load the predict unit on the CPU (once) and hook the energy head."""
+        """Load the predict unit on its device (once) and hook the energy head."""
         if self._calculator is not None:
             return
+        device = self.torch_device()
         core = _import("fairchem.core", self.package)
         path = self._check_file()
-        unit = core.pretrained_mlip.load_predict_unit(
-            str(path), inference_settings=self.inference_settings, device="cpu"
-        )
+        index = int(device.partition(":")[2] or 0)
+        with _current_cuda_device(index):  # fairchem picks the current CUDA device
+            unit = core.pretrained_mlip.load_predict_unit(
+                str(path),
+                inference_settings=self.inference_settings,
+                device="cpu" if device == "cpu" else "cuda",
+            )
         self._calculator = core.FAIRChemCalculator(unit, task_name=self.task)
         self._unit = unit
         if not self._hook_modules():
