@@ -14,12 +14,15 @@ import sys
 from importlib.util import find_spec
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(name: str, tmp_path: Path, *options: str) -> Path:
+def run_script(
+    name: str, tmp_path: Path, *options: str, results_option: str = "--results-dir"
+) -> Path:
     """Run ``benchmarks/name.py`` with data and results under ``tmp_path``; the results dir."""
     results = tmp_path / "results"
     command = [
@@ -28,7 +31,7 @@ def run_script(name: str, tmp_path: Path, *options: str) -> Path:
         *options,
         "--data-dir",
         str(tmp_path / "data"),
-        "--results-dir",
+        results_option,
         str(results),
     ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -162,6 +165,54 @@ def test_paper_analysis_benchmark(tmp_path):
     for name in ("structure_lfre", "order_lfre"):  # 2 of 8 test structures, extrapolated
         assert steps[name]["fredask"]["extrapolated"]
         assert steps[name]["fredask"]["estimate"]["rows_timed"] == 2
+
+
+def test_gpu_check_dry_run(tmp_path):
+    """The GPU check's steps at a tiny size, torch CPU tensors standing in for the GPU."""
+    results = run_script("gpu", tmp_path, "--dry-run", results_option="--output")
+    page = (results / "gpu.md").read_text()
+    assert "| step | status | wall s |" in page
+    assert "| quantity | compared on | max relative difference | target | met |" in page
+    steps = json.loads((results / "gpu.json").read_text())["steps"]
+    assert list(steps) == ["gfre", "lfre", "cumulants", "extraction"]
+    for name in ("gfre", "lfre", "cumulants"):
+        assert steps[name]["status"] == "ok", steps[name]
+    gfre, lfre, cumulants = steps["gfre"], steps["lfre"], steps["cumulants"]
+    for method in ("qr", "gram"):
+        assert gfre["device"][method]["seconds"] > 0
+        assert gfre["cpu"][method]["estimate"]["extrapolated"]  # timed on the first rows
+    assert gfre["floor"]["floor_float64_s"] > 0 and gfre["floor"]["floor_tf32_s"] > 0
+    assert lfre["device"]["phases_s"]["neighbour search"] > 0 and lfre["floor"]["floor_s"] > 0
+    assert lfre["cpu"]["extrapolated"] and cumulants["cpu"]["estimate"]["extrapolated"]
+    # every device number against the CPU path on the same rows
+    agreement = [gfre["agreement"][method]["max_relative"] for method in ("qr", "gram")]
+    agreement += [
+        lfre["agreement"]["pointwise_max_relative"],
+        cumulants["agreement"]["max_relative_to_column_max"],
+    ]
+    extraction = steps["extraction"]
+    assert extraction["status"] in ("ok", "skipped"), extraction
+    for model in extraction.get("models", {}).values():
+        assert model["status"] in ("ok", "skipped"), model
+        if model["status"] == "ok":
+            agreement.append(model["agreement"]["max_abs_over_max"])
+    assert all(np.isfinite(value) and value < 1e-8 for value in agreement), agreement
+    assert not list((tmp_path / "data").iterdir())  # the scratch directory was removed
+
+
+def test_gpu_check_sizes_and_comparisons():
+    from fredask.bench.gpu import column_relative, cpu_chunk_rows, max_relative, sized_atoms
+
+    # 10 x 256 float32 features: 10 KiB an atom; the host's 35% binds, whole chunks
+    assert sized_atoms(10240, 141 * 10**9, 137 * 10**9, 2**17, 4 * 10**6) == 35 * 2**17
+    assert sized_atoms(10240, 16 * 10**9, 32 * 10**9, 2**17, 4 * 10**6) == 4 * 10**6
+    assert cpu_chunk_rows(2**18, 16, 2**15) == 2**14  # a chunk for every worker
+    assert cpu_chunk_rows(2**22, 16, 2**15) == 2**15
+    assert max_relative([1.0, 2.2], [1.0, 2.0]) == pytest.approx(0.1)
+    assert max_relative([0.5], [0.0]) == pytest.approx(0.5)  # zero: the absolute difference
+    assert column_relative([[1.0, 100.0], [2.0, 201.0]], [[1.0, 100.0], [2.0, 200.0]]) == (
+        pytest.approx(0.005)
+    )
 
 
 def test_paper_extrapolation():
