@@ -217,7 +217,8 @@ def segment_sums(x, starts, lengths, out, xp) -> None:
     """``out[:, i] = x[:, starts[i] : starts[i] + lengths[i]].sum(axis=1)``.
 
     The array API standard has no segment reduction.  numpy and CuPy reduce
-    in place with ``add.reduceat``, torch with ``index_add_``; any other module
+    in place with ``add.reduceat`` (CuPy before it had one: ``cupyx.scatter_add``),
+    torch with ``index_add_``; any other module
     sums segment by segment.  (An indicator-matrix GEMM would be one call,
     but it mixes a non-finite value into every segment, and the callers name
     the structure that holds one.)
@@ -229,6 +230,19 @@ def segment_sums(x, starts, lengths, out, xp) -> None:
         Contiguous segments covering the ``n`` columns, in order.
     out : array, shape (d, k)
     """
+    if type(x).__module__.startswith("cupy"):  # the ufunc itself, not a compat wrapper
+        import cupy
+
+        if hasattr(cupy.add, "reduceat"):
+            cupy.add.reduceat(x, starts, axis=1, out=out)
+        else:  # older CuPy: add.at's counterpart
+            import cupyx
+
+            out[...] = 0
+            host = to_host(lengths)
+            segment_of = cupy.asarray(np.repeat(np.arange(host.size), host))
+            cupyx.scatter_add(out, (slice(None), segment_of), x)
+        return
     reduceat = getattr(getattr(xp, "add", None), "reduceat", None)
     if reduceat is not None:
         reduceat(x, starts, axis=1, out=out)

@@ -93,7 +93,8 @@ def expand_segments(values, lengths: np.ndarray, out, xp=np) -> None:
         segment_of_row = np.repeat(np.arange(lengths.size), lengths)
         np.take(values, segment_of_row, axis=1, out=out, mode="clip")
     else:
-        out[...] = xp.repeat(values, xp.asarray(lengths), axis=1)
+        segment_of_row = np.repeat(np.arange(lengths.size), lengths)  # (CuPy's repeat
+        out[...] = xp.take(values, xp.asarray(segment_of_row), axis=1)  # takes no arrays)
 
 
 def compiled_kernels():
