@@ -322,8 +322,8 @@ def test_cli_device_cuda_without_a_cuda_device_is_one_line(monkeypatch, tmp_path
     )
     assert line.endswith("; use cpu or auto")
     line = _refused_cli([*argv, "--device", "tpu"], capsys)
-    assert (
-        line == "fredask extract: --device tpu: unknown device 'tpu'; use cpu, cuda, cuda:N or auto"
+    assert line == (
+        "fredask extract: --device tpu: unknown device 'tpu'; use cpu, cuda (gpu), cuda:N or auto"
     )
     # checked before the structure file is read: a missing one is not what is reported
     missing = ["extract", tmp_path / "absent.xyz", *argv[2:], "--device", "tpu"]
