@@ -158,7 +158,7 @@ def resolve_backend(
         if chunks is not None:
             raise BackendError("the features are CuPy arrays; pass device='gpu' or 'auto'")
         return NUMPY
-    remote = workers_see_gpus(scheduler) if device != "cpu" else None
+    remote = workers_see_gpus(scheduler)
     where = "the cluster's workers" if remote is not None else "this process"
     has_gpu = gpu_available() if remote is None else remote
     if device == "gpu" or chunks is not None or has_gpu:

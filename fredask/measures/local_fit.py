@@ -352,8 +352,8 @@ def _block_errors(pool, shifts, source, targets, index, test, block, ridge, eps,
     index = to_device(index[block], xp)
 
     def scaled(name):
-        centre, scale = (to_device(a, xp) for a in shifts[name])
-        return (xp.astype(pool[name][index], xp.float64) - centre) / scale
+        shift = tuple(to_device(a, xp) for a in shifts[name])
+        return _scale(xp.astype(pool[name][index], xp.float64), shift)
 
     x, ys = scaled(source), [scaled(name) for name in targets]
     y_tests = [to_device(test[name][block], xp) for name in targets]
