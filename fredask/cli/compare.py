@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from functools import partial
 from pathlib import Path
 
 from fredask.cli.checks import CommandError, given, refuse_unless, writable_folder
@@ -35,10 +36,14 @@ DEFAULT_ORDER = 8
 MAX_NOTES = 5
 
 
-def save_and_print(result, output: Path, stem: str) -> None:
-    """Save a result into ``output`` and print its matrix and the files written."""
+def save_and_print(result, output: Path, stem: str | None = None) -> None:
+    """Save a result into ``output`` and print its matrix (or curve) and the files written."""
     paths = result.save(output, stem)
-    print(result.matrix.round(4).to_string())
+    if hasattr(result, "curve"):
+        print(result.title)
+        print(result.curve.round(4).to_string())
+    else:
+        print(result.matrix.round(4).to_string())
     notes = dominated_lines(result)
     for line in notes[:MAX_NOTES]:
         print(line)
@@ -85,6 +90,24 @@ def store_features(path: Path) -> tuple[dict, object]:
             raise
         return group_features(path), None
     return opened.feature_arrays(), opened
+
+
+def selected_models(features: dict, args: argparse.Namespace) -> dict:
+    """The ``--model`` features (in the order given; default all) and a checked ``--reference``."""
+    known = list(features)
+    for flag, names in (("--model", args.model or []), ("--reference", [args.reference])):
+        for name in names:
+            if name is not None and name not in known:
+                raise CommandError(
+                    f"{flag} {name}: not a model of {args.store}; it has {', '.join(known)}"
+                )
+    if args.model:
+        if args.reference is not None and args.reference not in args.model:
+            raise CommandError(
+                f"--reference {args.reference}: not among the --model names {args.model}"
+            )
+        features = {name: features[name] for name in dict.fromkeys(args.model)}
+    return features
 
 
 def split_of(store, n_rows: int, kind: str, n_test: int, seed: int):
@@ -144,6 +167,11 @@ def resolve_request(args: argparse.Namespace) -> tuple[list[str], str]:
         given(args, {"method": "--method"}),
         "to --metric gfre and gfrd only",
     )
+    refuse_unless(
+        not structure,
+        given(args, {"reference": "--reference"}),
+        "with --level atom only (at structure level, compare all pairs)",
+    )
     writable_folder(args.output)
     args.n_test = DEFAULT_N_TEST if args.n_test is None else args.n_test
     args.seed = 0 if args.seed is None else args.seed
@@ -160,9 +188,11 @@ def ridge(args: argparse.Namespace):
 def compare_atoms(args: argparse.Namespace, metrics: list[str], kind: str) -> None:
     """``compare`` at atom level: one matrix per metric, all checked first."""
     features, store = store_features(args.store)
+    features = selected_models(features, args)
     import numpy as np
 
     from fredask.compare.matrix import check_comparison, reconstruction_matrix
+    from fredask.compare.reference import reference_curve
 
     if len(features) < 2:
         raise CommandError(
@@ -175,16 +205,26 @@ def compare_atoms(args: argparse.Namespace, metrics: list[str], kind: str) -> No
         rows = np.repeat(np.arange(store.n_structures), store.n_atoms_per_structure())
     method = args.method or "qr"
     check_comparison(
-        features, metrics, split, args.n_local_points, method=method, row_structures=rows
+        features,
+        metrics,
+        split,
+        args.n_local_points,
+        method=method,
+        row_structures=rows,
+        reference=args.reference,
     )
     metadata = split_metadata(args, kind, store, features)
     client = cluster_client(args)
     device = checked_device(args, client)
     for metric in metrics:
         start = time.perf_counter()
-        result = reconstruction_matrix(
+        if args.reference is None:
+            compute, stem = reconstruction_matrix, metric
+        else:  # the 2 (n - 1) pairs with the reference only
+            compute, stem = partial(reference_curve, reference=args.reference), None
+        result = compute(
             features,
-            metric,
+            metric=metric,
             split=split,
             method=method,
             client=client,
@@ -194,7 +234,7 @@ def compare_atoms(args: argparse.Namespace, metrics: list[str], kind: str) -> No
             device=device,
         )
         print(f"{metric.upper()} of {len(features)} models in {time.perf_counter() - start:.1f} s")
-        save_and_print(with_metadata(result, **metadata), args.output, metric)
+        save_and_print(with_metadata(result, **metadata), args.output, stem)
 
 
 def planned_cumulants(store, names: list[str], order: int | None) -> dict:
@@ -390,6 +430,19 @@ def add_parsers(sub) -> None:
         help=f"--split paper: test atoms (or structures) (default {DEFAULT_N_TEST})",
     )
     p.add_argument("--seed", type=int, help="--split paper: its seed (default 0)")
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME",
+        help="compare only these features, in this order (repeatable; default: all), e.g. "
+        "one model's layers and another model (a layer sweep)",
+    )
+    p.add_argument(
+        "--reference",
+        metavar="MODEL",
+        help="every other model against MODEL, both directions (the training-progress curve: "
+        "2 (n - 1) pairs, not the n x n matrix); writes <metric>_vs_<MODEL>.*",
+    )
     add_cluster_argument(p)
     add_device_argument(p)
     p.add_argument("--output", type=Path, default=Path("fredask-results"))

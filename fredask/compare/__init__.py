@@ -1,4 +1,4 @@
-"""All-pairs comparisons: reconstruction matrices of every ordered model pair, saved and plotted."""
+"""Comparisons: all-pairs matrices and model-vs-reference curves, saved and plotted."""
 
 from fredask.compare.matrix import (
     GLOBAL_METRICS,
@@ -8,12 +8,15 @@ from fredask.compare.matrix import (
     check_comparison,
     reconstruction_matrix,
 )
+from fredask.compare.reference import ReferenceCurve, reference_curve
 
 __all__ = [
     "GLOBAL_METRICS",
     "METRICS",
     "ComparisonError",
     "ReconstructionMatrix",
+    "ReferenceCurve",
     "check_comparison",
     "reconstruction_matrix",
+    "reference_curve",
 ]

@@ -65,6 +65,8 @@ class ComparisonRequest:
         The LFRE's ``k`` per pair (``None`` without ``"lfre"``).
     capped : dict of (source, target) to int
         Pairs whose default ``k = min(p, q)`` (the value) is capped at the train rows.
+    pairs : list of (source, target)
+        The ordered pairs to compute: all of them, or those with the reference.
     """
 
     features: FeatureSet
@@ -72,6 +74,38 @@ class ComparisonRequest:
     split: Split
     n_local_points: dict[Pair, int] | None
     capped: dict[Pair, int]
+    pairs: list[Pair]
+
+
+def comparison_pairs(names: Sequence[str], reference: str | None = None) -> list[Pair]:
+    """The ordered pairs a comparison computes.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The models, in order.
+    reference : str, optional
+        None: every ordered pair, diagonal included (the all-pairs matrix);
+        a model name: for every other model ``m``, ``(reference, m)`` and
+        ``(m, reference)`` (the model-vs-reference curve), ``2 (n - 1)``
+        pairs instead of ``n^2``.
+
+    Raises
+    ------
+    ComparisonError
+        For a reference that is not one of the models, or without another model.
+    """
+    names = list(names)
+    if reference is None:
+        return list(product(names, names))
+    if reference not in names:
+        raise ComparisonError(
+            f"reference {reference!r} is not one of the models: {', '.join(names)}"
+        )
+    others = [name for name in names if name != reference]
+    if not others:
+        raise ComparisonError(f"reference {reference!r}: no other model to compare with")
+    return [pair for m in others for pair in ((reference, m), (m, reference))]
 
 
 def check_comparison(
@@ -85,6 +119,7 @@ def check_comparison(
     method: str = "qr",
     level: str = "atom",
     row_structures=None,
+    reference: str | None = None,
 ) -> ComparisonRequest:
     """Validate a comparison request before any data is read.
 
@@ -104,6 +139,8 @@ def check_comparison(
     method : {"qr", "gram"}, keyword-only
     level : {"atom", "structure", "order"}, keyword-only
     row_structures : array-like of int, shape (n_rows,), optional, keyword-only
+    reference : str, optional, keyword-only
+        Compute only the pairs with this model (:func:`comparison_pairs`).
 
     Returns
     -------
@@ -117,7 +154,7 @@ def check_comparison(
         split rows outside the data, repeated or (for a global metric)
         overlapping; an ``n_local_points`` that is not a whole number >= 2 or
         (given explicitly) exceeds the train rows; a ``row_structures`` of the
-        wrong shape.
+        wrong shape; a reference that is not one of the models.
     """
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     if not metrics:
@@ -138,13 +175,13 @@ def check_comparison(
     else:
         check_split(split, n_rows, allow_overlap=set(metrics) <= {"lfre"})
     _check_row_structures(row_structures, n_rows)
-    pairs = list(product(feature_set.names, feature_set.names))
+    pairs = comparison_pairs(feature_set.names, reference)
     ks, capped = None, {}
     if "lfre" in metrics:
         ks, capped = neighbour_counts(feature_set, pairs, n_local_points, split.train_idx.size)
     else:
         check_local_points(n_local_points)
-    return ComparisonRequest(feature_set, metrics, split, ks, capped)
+    return ComparisonRequest(feature_set, metrics, split, ks, capped, pairs)
 
 
 def _check_row_structures(row_structures, n_rows: int) -> None:
@@ -239,7 +276,66 @@ def reconstruction_matrix(
     )
     feature_set, split = request.features, request.split
     names = feature_set.names
-    pairs = list(product(names, names))
+    pairs = request.pairs
+    values, chosen, pointwise, precision = pair_errors(
+        request,
+        metric,
+        pairs,
+        scaler=scaler,
+        estimator=estimator,
+        method=method,
+        n_local_points=n_local_points,
+        client=client,
+        progress=progress,
+        device=device,
+    )
+    index = pd.Index(names, name="source")
+    columns = pd.Index(names, name="target")
+    matrix = pd.DataFrame([[values[(s, t)] for t in names] for s in names], index, columns)
+    alphas = pd.DataFrame([[chosen[(s, t)] for t in names] for s in names], index, columns)
+    structures = None if row_structures is None else np.asarray(row_structures)
+    return ReconstructionMatrix(
+        metric,
+        matrix,
+        alphas,
+        split,
+        method,
+        level=level,
+        precision=precision,
+        errors=summary_frame(pointwise, values, split.test_idx, structures),
+    )
+
+
+def pair_errors(
+    request: ComparisonRequest,
+    metric: str,
+    pairs: Sequence[Pair],
+    *,
+    scaler=None,
+    estimator=None,
+    method: str = "qr",
+    n_local_points: NeighbourCount = None,
+    client=None,
+    progress: bool = True,
+    device: str | ArrayBackend = "cpu",
+) -> tuple[dict[Pair, float], dict[Pair, float], dict[Pair, np.ndarray], str]:
+    """One metric for the given ordered pairs of a checked request, in one pass.
+
+    The engine behind :func:`reconstruction_matrix` (all pairs) and
+    :func:`fredask.compare.reference.reference_curve` (the pairs with one
+    reference model); the arguments are theirs.
+
+    Returns
+    -------
+    values : dict of (source, target) to float
+    chosen : dict of (source, target) to float
+        The chosen unscaled alpha (NaN for the LFRE: one per test row).
+    pointwise : dict of (source, target) to numpy.ndarray
+        The per-test-row errors (distortions for the GFRD).
+    precision : str
+        The fits' truncation precision.
+    """
+    feature_set, split = request.features, request.split
     if estimator is None:
         ridge = RidgeSettings(precision="float64")
     else:
@@ -252,10 +348,11 @@ def reconstruction_matrix(
         "progress": progress,
         "device": device,
     }
+    pairs = list(pairs)
     if metric == "lfre":
         pointwise = local_errors(feature_set, split, pairs, n_local_points, **settings)
         values = {pair: float(np.sqrt(np.mean(e**2))) for pair, e in pointwise.items()}
-        chosen = dict.fromkeys(pairs, float("nan"))  # one alpha per test row
+        chosen = dict.fromkeys(pairs, float("nan"))
     else:
         fit = fit_global(
             feature_set,
@@ -271,18 +368,4 @@ def reconstruction_matrix(
         kind = "distortion" if metric == "gfrd" else "error"
         table = fit.pointwise(kind, pairs, scheduler=scheduler, progress=progress)
         pointwise = {pair: table[:, i] for i, pair in enumerate(pairs)}
-    index = pd.Index(names, name="source")
-    columns = pd.Index(names, name="target")
-    matrix = pd.DataFrame([[values[(s, t)] for t in names] for s in names], index, columns)
-    alphas = pd.DataFrame([[chosen[(s, t)] for t in names] for s in names], index, columns)
-    structures = None if row_structures is None else np.asarray(row_structures)
-    return ReconstructionMatrix(
-        metric,
-        matrix,
-        alphas,
-        split,
-        method,
-        level=level,
-        precision=ridge.precision,
-        errors=summary_frame(pointwise, values, split.test_idx, structures),
-    )
+    return values, chosen, pointwise, ridge.precision
