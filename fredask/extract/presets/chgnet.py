@@ -17,7 +17,6 @@ from fredask.extract.presets._common import (
     ModelSpecError,
     _check_layer,
     _import,
-    _layer_suffix,
     _package_dir,
     _package_version,
     boxed,
@@ -41,15 +40,18 @@ class CHGNetExtractor(Extractor):
     Parameters
     ----------
     model : {"0.3.0", "0.2.0", "r2scan"}
-    layer : None, int or "readout"
-        None: ``atom_fea`` as returned by ``predict_structure(...,
+    layer : "readout" (default), "atom_fea" or int
+        ``"readout"``: the input of the read-out MLP (the output of
+        ``readout_norm`` when the model has one, else of the last
+        convolution), the paper's "last-layer" features; the default name
+        ``chgnet-<model>``.
+        ``"atom_fea"``: ``atom_fea`` as returned by ``predict_structure(...,
         return_atom_feas=True)``; in chgnet 0.4 this is the output of the
         *second-to-last* atom convolution (``atom_conv_layers[n_conv - 2]``,
-        the input of the last one), not the read-out input.
+        the input of the last one), not the read-out input (the default
+        before fredask 0.2; name ``chgnet-<model>-atom-fea``).
         int ``i``: output of ``atom_conv_layers[i]`` (negative counts from the
         end; the four shipped models have ``n_conv = 4``).
-        ``"readout"``: the input of the read-out MLP (output of
-        ``readout_norm`` when the model has one, else of the last convolution).
     vacuum : float
         CHGNet needs a lattice: non-periodic directions (molecules, slabs) get
         a cell with ``vacuum`` Å between periodic images (see :func:`boxed`);
@@ -68,7 +70,7 @@ class CHGNetExtractor(Extractor):
     def __init__(
         self,
         model: str = "0.3.0",
-        layer: int | str | None = None,
+        layer: int | str = "readout",
         vacuum: float = DEFAULT_VACUUM,
         batch_atoms: int = 2048,
         device: str = "cpu",
@@ -79,7 +81,11 @@ class CHGNetExtractor(Extractor):
             raise ModelSpecError(
                 f"unknown CHGNet model {model!r}; known: {', '.join(CHGNET_MODELS)}"
             )
-        if layer != "readout":
+        if layer not in ("readout", "atom_fea"):
+            if layer is None or isinstance(layer, str):
+                raise ModelSpecError(
+                    f"CHGNet layer must be 'readout', 'atom_fea' or an integer, got {layer!r}"
+                )
             layer = _check_layer(layer)
         if not vacuum > 0:
             raise ModelSpecError(f"vacuum must be positive, got {vacuum!r}")
@@ -87,7 +93,7 @@ class CHGNetExtractor(Extractor):
         self.layer = layer
         self.vacuum = float(vacuum)
         self.batch_atoms = int(batch_atoms)
-        suffix = "-readout" if layer == "readout" else _layer_suffix(layer)
+        suffix = {"readout": "", "atom_fea": "-atom-fea"}.get(layer, f"-layer{layer}")
         self.name = f"chgnet-{self.model_name}{suffix}"
         self.device = parse_device(device, self.name)
         #: The embedding table of all shipped CHGNet models covers Z = 1..94;
@@ -133,7 +139,7 @@ class CHGNetExtractor(Extractor):
             module = model.readout_norm
             if module is None:  # 0.2.0: the last convolution feeds the MLP directly
                 module = model.atom_conv_layers[-1]
-        elif self.layer is not None:
+        elif self.layer != "atom_fea":
             if not -n_conv <= self.layer < n_conv:
                 raise ModelSpecError(
                     f"{self.name}: layer {self.layer} out of range; CHGNet {self.model_name} "
@@ -184,8 +190,9 @@ class CHGNetExtractor(Extractor):
             batch = [graphs[i] if device.type == "cpu" else graphs[i].to(device) for i in group]
             self._captured.clear()
             with torch.no_grad():
-                prediction = self._model(batch, task="e", return_atom_feas=self.layer is None)
-            if self.layer is None:
+                atom_fea = self.layer == "atom_fea"
+                prediction = self._model(batch, task="e", return_atom_feas=atom_fea)
+            if atom_fea:
                 values = list(prediction["atom_fea"])
             else:
                 if len(self._captured) != 1:
@@ -202,7 +209,7 @@ class CHGNetExtractor(Extractor):
         """Model, package, version, layer, checkpoint hash and dtype."""
         if self._hash is None:
             self._hash = file_hash(self.checkpoint)
-        if self.layer is None:
+        if self.layer == "atom_fea":
             layer = "atom_fea (output of atom_conv_layers[n_conv - 2])"
         elif self.layer == "readout":
             layer = "readout (input of the read-out MLP: readout_norm output, if any)"
