@@ -79,11 +79,15 @@ def test_spec_names_and_unknown_specs():
     assert get_extractor("chgnet:0.3.0").name == "chgnet-0.3.0"
     assert get_extractor("CHGNet:R2SCAN").name == "chgnet-r2scan"
     assert get_extractor("chgnet:0.3.0", layer=2).name == "chgnet-0.3.0-layer2"
-    assert get_extractor("chgnet:0.2.0", layer="readout").name == "chgnet-0.2.0-readout"
+    assert get_extractor("chgnet:0.2.0", layer="readout").name == "chgnet-0.2.0"
+    assert get_extractor("chgnet:0.2.0", layer="atom_fea").name == "chgnet-0.2.0-atom-fea"
+    assert get_extractor("chgnet:0.3.0", layer=-1).name == "chgnet-0.3.0-layer-1"
+    with pytest.raises(ValueError, match="'readout', 'atom_fea' or an integer"):
+        get_extractor("chgnet:0.3.0", layer=None)
     assert get_extractor("sevenn:7net-0").name == "sevenn-7net-0"
     assert get_extractor("sevenn:7net-l3i5").name == "sevenn-7net-l3i5"
     assert get_extractor("sevenn:7net-mf-0", modal="r2scan").name == "sevenn-7net-mf-0-r2scan"
-    assert len(known_specs()) == 10
+    assert len(known_specs()) == 11
     with pytest.raises(ValueError, match=r"unknown model prefix 'orb'.*chgnet:0\.3\.0.*uma:PATH"):
         get_extractor("orb:v3")
     with pytest.raises(ValueError, match=r"not 'PREFIX:MODEL'"):
@@ -100,7 +104,7 @@ def test_spec_names_and_unknown_specs():
         get_extractor("sevenn:7net-mf-0", layer=1)
     with pytest.raises(ValueError, match=r"7net-0: sevenn models take no option 'modal'"):
         get_extractor("sevenn:7net-0", modal="PBE")
-    with pytest.raises(ValueError, match=r"layer must be None or an integer"):
+    with pytest.raises(ValueError, match=r"'readout', 'atom_fea' or an integer, got 'last'"):
         get_extractor("chgnet:0.3.0", layer="last")
 
 
@@ -139,9 +143,13 @@ def chgnet_reference():
 
     with contextlib.redirect_stdout(io.StringIO()):
         model = CHGNet.load(model_name="0.3.0", use_device="cpu", verbose=False)
-    captured = []
+    captured, readout = [], []
     model.atom_conv_layers[1].register_forward_hook(
         lambda _m, _a, output: captured.append(output.detach().clone())
+    )
+    # the read-out MLP's input: the output of readout_norm (CHGNet.forward)
+    model.readout_norm.register_forward_hook(
+        lambda _m, _a, output: readout.append(output.detach().clone())
     )
     structures = []
     for atoms in STRUCTURES:
@@ -151,20 +159,27 @@ def chgnet_reference():
             periodic.center(vacuum=5.0, axis=non_periodic)
             periodic.pbc = True
         structures.append(AseAtomsAdaptor.get_structure(periodic))
-    alone, layer1 = [], []
+    alone, layer1, readout_alone = [], [], []
     for structure in structures:
         captured.clear()
+        readout.clear()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             prediction = model.predict_structure(structure, return_atom_feas=True)
         alone.append(prediction["atom_fea"])
         layer1.append(captured[-1].numpy())
+        readout_alone.append(readout[-1].numpy())
     with warnings.catch_warnings():  # chgnet's own "requires_grad ... to a scalar"
         warnings.simplefilter("ignore", UserWarning)
         together = model.predict_structure(
             structures, return_atom_feas=True, batch_size=len(structures)
         )
-    return {"alone": alone, "together": [p["atom_fea"] for p in together], "layer1": layer1}
+    return {
+        "alone": alone,
+        "together": [p["atom_fea"] for p in together],
+        "layer1": layer1,
+        "readout": readout_alone,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -177,14 +192,25 @@ def chgnet_layer1():
     return _unpickled("chgnet:0.3.0", layer=1, batch_atoms=40)
 
 
-def test_chgnet_final_features_equal_predict_structure(chgnet_final, chgnet_reference):
-    # one forward pass for all structures, as predict_structure(list, batch_size=7)
+def test_chgnet_default_is_the_readout_input(chgnet_final, chgnet_reference):
+    # the paper's last-layer features: what CHGNet's read-out MLP is fed
+    assert chgnet_final.metadata()["layer"].startswith("readout")
     values = chgnet_final.atom_features(STRUCTURES)
+    _check(values, 64)
+    for got, expected in zip(values, chgnet_reference["readout"], strict=True):
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+def test_chgnet_atom_fea_equals_predict_structure(chgnet_reference):
+    extractor = _unpickled("chgnet:0.3.0", layer="atom_fea")
+    assert extractor.name == "chgnet-0.3.0-atom-fea"
+    # one forward pass for all structures, as predict_structure(list, batch_size=7)
+    values = extractor.atom_features(STRUCTURES)
     _check(values, 64)
     for got, expected in zip(values, chgnet_reference["together"], strict=True):
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     for atoms, expected in zip(STRUCTURES, chgnet_reference["alone"], strict=True):
-        got = chgnet_final.atom_features([atoms])[0]
+        got = extractor.atom_features([atoms])[0]
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
 
 
@@ -308,14 +334,14 @@ def test_sevenn_elements_before_load_come_from_the_checkpoint():
 
 
 FILE_CASES = [
-    ("mace", "mace", "mace-torch", {"layer": -1}, "mace-MODEL-last-layer"),
+    ("mace", "mace", "mace-torch", {"layer": -1}, "mace-MODEL-layer-1"),
     ("metatomic", "metatomic", "metatomic-torch", {}, "metatomic-MODEL"),
     (
         "metatomic",
         "metatomic",
         "metatomic-torch",
-        {"output": "mtt::aux::energy_last_layer_features"},
-        "metatomic-MODEL-last-layer",
+        {"output": "features"},
+        "metatomic-MODEL-features",
     ),
     ("uma", "fairchem", "fairchem-core", {"task": "omol"}, "uma-MODEL-omol"),
 ]
@@ -402,7 +428,7 @@ def test_mace_layers_from_get_descriptors(tmp_path, monkeypatch):
     water = g2["H2O"]
     expected = _known(water.numbers, 6)
     for layer, columns in [(None, slice(0, 6)), (0, slice(0, 3)), (-1, slice(3, 6))]:
-        extractor = _unpickled(f"mace:{path}", layer=layer)
+        extractor = _unpickled(f"mace:{path}", layer=layer, features="descriptors")
         got = extractor.atom_features([water])[0]
         np.testing.assert_array_equal(got, expected[:, columns].astype(np.float32))
         assert got.dtype == np.float32 and extractor.elements == frozenset({1, 6, 8})
@@ -457,8 +483,8 @@ def test_metatomic_rows_follow_the_samples(tmp_path, monkeypatch):
     path = tmp_path / "pet-mad.pt"
     path.write_bytes(b"weights")
     structures = [g2["H2O"], g2["CH4"], g2["CO2"]]
-    extractor = _unpickled(f"metatomic:{path}", batch_size=2)
-    assert extractor.name == "metatomic-pet-mad"
+    extractor = _unpickled(f"metatomic:{path}", batch_size=2, output="features")
+    assert extractor.name == "metatomic-pet-mad-features"
     for atoms, got in zip(structures, extractor.atom_features(structures), strict=True):
         np.testing.assert_array_equal(got, _known(atoms.numbers, 5).astype(np.float32))
     with pytest.raises(ValueError, match=r"no output 'mtt::aux::energy_last_layer_features'"):
@@ -500,7 +526,7 @@ def test_uma_hooks_the_energy_head_input(tmp_path, monkeypatch):
             self.results = {"energy": self.unit.predict(self.atoms.numbers)}
 
     def load_predict_unit(path, inference_settings, device):
-        assert device == "cpu" and inference_settings == "default"
+        assert device == "cpu" and inference_settings == "batch"
         return FakeUnit()
 
     _module(monkeypatch, "fairchem")
@@ -518,7 +544,8 @@ def test_uma_hooks_the_energy_head_input(tmp_path, monkeypatch):
     for atoms, got in zip(structures, extractor.atom_features(structures), strict=True):
         np.testing.assert_array_equal(got, _known(atoms.numbers, 4).astype(np.float32))
     assert extractor.metadata()["layer"] == (
-        "input of output_heads.energyandforcehead.energy_block"
+        "last: input of the final Linear of the energy head's energy_block "
+        "(output_heads.energyandforcehead.energy_block.0)"
     )
     assert pickle.loads(pickle.dumps(extractor))._unit is None
 
@@ -529,7 +556,7 @@ def test_preset_options_and_readiness(tmp_path):
     assert preset_options("chgnet:0.3.0") == ("layer", "vacuum", "batch_atoms", "device")
     assert preset_options("sevenn:7net-mf-0") == ("modal", "stop_at_hook", "device")
     assert preset_options("sevenn:7net-0") == ("stop_at_hook", "device")  # one fidelity
-    assert preset_options("mace:any.model") == ("layer", "head", "device")
+    assert preset_options("mace:any.model") == ("layer", "head", "features", "device")
     with pytest.raises(ModelSpecError, match="unknown model prefix 'orb'"):
         preset_options("orb:v3")
     with pytest.raises(ModelSpecError, match=r"mace-absent: (model file .*absent\.model|.*pip)"):
@@ -554,8 +581,8 @@ def test_cli_options_reach_the_presets():
     pytest.importorskip("chgnet")
     names = [e.name for e in extractors(["sevenn:7net-mf-0", "chgnet:0.3.0"], "--modal", "PBE")]
     assert names == ["sevenn-7net-mf-0-pbe", "chgnet-0.3.0"]
-    (chgnet,) = extractors(["chgnet:0.3.0"], "--layer", "readout", "--option", "vacuum=12")
-    assert chgnet.name == "chgnet-0.3.0-readout" and chgnet.vacuum == 12.0
+    (chgnet,) = extractors(["chgnet:0.3.0"], "--layer", "atom_fea", "--option", "vacuum=12")
+    assert chgnet.name == "chgnet-0.3.0-atom-fea" and chgnet.vacuum == 12.0
     (chgnet,) = extractors(["chgnet:0.2.0"], "--option", "layer=-1")
     assert chgnet.layer == -1
     (sevenn,) = extractors(
@@ -663,11 +690,11 @@ def test_cpu_and_auto_give_todays_features(monkeypatch, chgnet_final, chgnet_ref
         for got, default, expected in zip(
             values,
             chgnet_final.atom_features(STRUCTURES),
-            chgnet_reference["together"],
+            chgnet_reference["readout"],
             strict=True,
         ):
             np.testing.assert_array_equal(got, default)
-            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
     reference = _sevenn_reference("7net-0")
     default = get_extractor("sevenn:7net-0").atom_features(STRUCTURES[:3])
     auto = _unpickled("sevenn:7net-0", device="auto")
@@ -694,7 +721,8 @@ def test_file_presets_load_onto_their_device(tmp_path, monkeypatch):
 
     class Model:
         def capabilities(self):
-            return types.SimpleNamespace(outputs={"features": None}, atomic_types=[1], dtype="f")
+            outputs = {"features": None, "mtt::aux::energy_last_layer_features": None}
+            return types.SimpleNamespace(outputs=outputs, atomic_types=[1], dtype="f")
 
     class MetatomicCalculator:
         def __init__(self, model, device):

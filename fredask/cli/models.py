@@ -39,11 +39,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a preset option, passed to every --model that takes it (repeatable): CHGNet "
         "layer, vacuum, batch_atoms; SevenNet modal (7net-mf-0), stop_at_hook; MACE layer, "
-        "head; metatomic output, batch_size, extensions_directory; UMA task, module_path, "
-        "inference_settings; every preset: device",
+        "head, features (last-layer or descriptors); metatomic output, batch_size, "
+        "extensions_directory; UMA task, layer, module_path, inference_settings; DPA head, "
+        "output; every preset: device",
     )
     parser.add_argument(
-        "--layer", help="the option layer: an index, or 'readout' (CHGNet); MACE: an index"
+        "--layer",
+        help="the option layer: CHGNet readout (default), atom_fea or a convolution index; "
+        "MACE an interaction index; UMA last (default) or backbone",
     )
     parser.add_argument(
         "--modal", help="the option modal: the fidelity of sevenn:7net-mf-0 (PBE or R2SCAN)"

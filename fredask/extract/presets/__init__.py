@@ -8,8 +8,9 @@ Two families:
   ``"sevenn:7net-0_22may2024"``, ``"sevenn:7net-l3i5"``,
   ``"sevenn:7net-mf-0"``);
 * models whose file the user passes: ``"mace:PATH"`` (``mace-torch``),
-  ``"metatomic:PATH"`` (``metatomic-torch``, e.g. PET-MAD) and ``"uma:PATH"``
-  (``fairchem-core``).  Those packages are imported lazily in
+  ``"metatomic:PATH"`` (``metatomic-torch``, e.g. PET-MAD), ``"uma:PATH"``
+  (``fairchem-core``) and ``"dpa:PATH"`` (``deepmd-kit``, PyTorch backend).
+  Those packages are imported lazily in
   :meth:`~fredask.extract.base.Extractor.load`.
 
 No code here downloads anything: the shipped checkpoints are located inside
@@ -22,7 +23,7 @@ there; the features come back to the host as float32 numpy arrays.
 This package holds the registry (:func:`get_extractor`, :func:`known_specs`,
 :func:`preset_options`, :func:`check_ready`);
 each family lives in its own module (:mod:`.chgnet`, :mod:`.sevenn`,
-:mod:`.mace`, :mod:`.metatomic`, :mod:`.uma`), with shared helpers in
+:mod:`.mace`, :mod:`.metatomic`, :mod:`.uma`, :mod:`.dpa`), with shared helpers in
 :mod:`._common` and the base of the file-based extractors in :mod:`._files`.
 
 Examples
@@ -46,6 +47,7 @@ from fredask.extract.base import Extractor
 from fredask.extract.presets._common import DEFAULT_VACUUM, ModelSpecError, _missing, boxed
 from fredask.extract.presets._files import _FileExtractor
 from fredask.extract.presets.chgnet import CHGNET_MODELS, CHGNetExtractor
+from fredask.extract.presets.dpa import DPAExtractor
 from fredask.extract.presets.mace import MACEExtractor
 from fredask.extract.presets.metatomic import MetatomicExtractor
 from fredask.extract.presets.sevenn import SEVENN_MODALS, SEVENN_MODELS, SevenNetExtractor
@@ -58,6 +60,7 @@ __all__ = [
     "SEVENN_MODALS",
     "SEVENN_MODELS",
     "CHGNetExtractor",
+    "DPAExtractor",
     "MACEExtractor",
     "MetatomicExtractor",
     "ModelSpecError",
@@ -80,6 +83,7 @@ PRESETS: dict[str, tuple[type[Extractor], tuple[str, ...] | None]] = {
     "mace": (MACEExtractor, None),
     "metatomic": (MetatomicExtractor, None),
     "uma": (UMAExtractor, None),
+    "dpa": (DPAExtractor, None),
 }
 
 
@@ -90,6 +94,7 @@ PRESET_MODULES: dict[str, str] = {
     "mace": "mace",
     "metatomic": "metatomic.torch",
     "uma": "fairchem.core",
+    "dpa": "deepmd",
 }
 
 
@@ -184,14 +189,16 @@ def get_extractor(spec: str, **options) -> Extractor:
     spec : str
         ``"PREFIX:MODEL"``: ``chgnet:{0.3.0,0.2.0,r2scan}``,
         ``sevenn:{7net-0,7net-0_22may2024,7net-l3i5,7net-mf-0}``, or
-        ``mace:PATH``, ``metatomic:PATH``, ``uma:PATH`` for a model file.
+        ``mace:PATH``, ``metatomic:PATH``, ``uma:PATH``, ``dpa:PATH`` for a model file.
     **options
         Keyword options of the extractor class (:func:`preset_options`):
         ``layer``, ``vacuum``, ``batch_atoms`` (CHGNet); ``modal``,
-        ``stop_at_hook`` (SevenNet); ``layer``, ``head`` (MACE); ``output``,
-        ``batch_size``, ``extensions_directory`` (metatomic); ``task``,
-        ``module_path``, ``inference_settings`` (UMA); ``device`` (every
-        preset: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``).
+        ``stop_at_hook`` (SevenNet); ``layer``, ``head``, ``features`` (MACE);
+        ``output``, ``batch_size``, ``extensions_directory`` (metatomic);
+        ``task``, ``layer``, ``module_path``, ``inference_settings`` (UMA);
+        ``head``, ``output`` (DPA); ``device`` (every preset: ``"cpu"``,
+        ``"cuda"``, ``"cuda:N"`` or ``"auto"``).  Every default is the paper's
+        "last-layer" features: the input of the model's energy read-out.
 
     Returns
     -------

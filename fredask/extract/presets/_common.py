@@ -73,7 +73,8 @@ def _stem(path: str | Path) -> str:
 def _layer_suffix(layer: int | None) -> str:
     if layer is None:
         return ""
-    return "-last-layer" if layer == -1 else f"-layer{layer}"
+    # never "-last-layer": that names the paper's read-out features, not an index
+    return f"-layer{layer}"
 
 
 def _check_layer(layer) -> int | None:
