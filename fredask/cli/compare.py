@@ -25,7 +25,7 @@ from fredask.cli.cluster import (
 from fredask.cli.store import open_store
 
 #: fredask.compare.matrix.METRICS, spelled here so that ``--help`` imports nothing heavy.
-METRICS = ("gfre", "gfrd", "lfre")
+METRICS = ("gfre", "gfrd", "lfre", "cka", "cca", "procrustes")
 #: Test rows of ``--split paper`` when ``--n-test`` is not given.
 DEFAULT_N_TEST = 1000
 #: Highest cumulant order :func:`fredask.structure.stored.write_cumulants` computes by default.
@@ -168,6 +168,11 @@ def resolve_request(args: argparse.Namespace) -> tuple[list[str], str]:
         "to --metric gfre and gfrd only",
     )
     refuse_unless(
+        "cca" in metrics and not structure,
+        given(args, {"kept_variance": "--kept-variance"}),
+        "to --metric cca at --level atom only (SVCCA)",
+    )
+    refuse_unless(
         not structure,
         given(args, {"reference": "--reference"}),
         "with --level atom only (at structure level, compare all pairs)",
@@ -232,6 +237,7 @@ def compare_atoms(args: argparse.Namespace, metrics: list[str], kind: str) -> No
             estimator=ridge(args),
             row_structures=rows,
             device=device,
+            kept_variance=args.kept_variance if metric == "cca" else None,
         )
         print(f"{metric.upper()} of {len(features)} models in {time.perf_counter() - start:.1f} s")
         save_and_print(with_metadata(result, **metadata), args.output, stem)
@@ -385,7 +391,8 @@ def add_parsers(sub) -> None:
         "--metric",
         nargs="+",
         choices=METRICS,
-        help="default: gfre; gfre lfre with --level structure",
+        help="default: gfre; gfre lfre with --level structure; cka, cca, procrustes: "
+        "symmetric similarities of the test rows (no fit)",
     )
     p.add_argument(
         "--level",
@@ -405,6 +412,13 @@ def add_parsers(sub) -> None:
         "--n-local-points",
         type=int,
         help="--metric lfre: neighbours (default: min(p, q) per pair, capped at the train rows)",
+    )
+    p.add_argument(
+        "--kept-variance",
+        type=float,
+        metavar="SHARE",
+        help="--metric cca: SVCCA, keeping each model's leading directions explaining SHARE "
+        "(0 < SHARE <= 1) of its variance",
     )
     p.add_argument(
         "--precision",

@@ -18,6 +18,9 @@ METRIC_TITLES = {
     "gfre": "Global feature reconstruction error (GFRE)",
     "gfrd": "Global feature reconstruction distortion (GFRD)",
     "lfre": "Local feature reconstruction error (LFRE)",
+    "cka": "Linear centred kernel alignment (CKA)",
+    "cca": "Mean squared canonical correlation (CCA)",
+    "procrustes": "Orthogonal Procrustes distance",
 }
 #: Colour of the values above the scale's maximum (viridis has no red).
 OVER_COLOUR = "#d62728"

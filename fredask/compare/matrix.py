@@ -28,6 +28,7 @@ from fredask.measures.local_fit import (
     local_errors,
     neighbour_counts,
 )
+from fredask.measures.similarity import SIMILARITY_METRICS, similarities
 from fredask.solvers.settings import RidgeSettings
 from fredask.stats.features import FeatureSet, Pair, as_feature_set
 from fredask.stats.moments import METHODS
@@ -35,11 +36,14 @@ from fredask.stats.scaler import ScalerSettings
 from fredask.stats.splits import Split, check_split, resolve_split
 
 GLOBAL_METRICS = ("gfre", "gfrd")
-METRICS = (*GLOBAL_METRICS, "lfre")
+#: Symmetric similarity measures of the test rows (no fit, no pointwise errors).
+SIMILARITY = SIMILARITY_METRICS
+METRICS = (*GLOBAL_METRICS, "lfre", *SIMILARITY)
 
 __all__ = [
     "GLOBAL_METRICS",
     "METRICS",
+    "SIMILARITY",
     "ComparisonError",
     "ComparisonRequest",
     "ReconstructionMatrix",
@@ -128,7 +132,7 @@ def check_comparison(
     features : mapping of str to array-like, or FeatureSet
         Per-model ``(n_rows, n_features)`` arrays (anything
         :func:`fredask.stats.features.as_feature_set` takes).
-    metrics : str or sequence of {"gfre", "gfrd", "lfre"}
+    metrics : str or sequence of {"gfre", "gfrd", "lfre", "cka", "cca", "procrustes"}
         Every metric the caller will compute with these features and split.
     split : Split, optional
         Default: ``train_idx`` / ``test_idx``, else scikit-matter's 50/50 split.
@@ -173,7 +177,7 @@ def check_comparison(
     elif train_idx is not None or test_idx is not None:
         raise ComparisonError("give either split or train_idx/test_idx, not both")
     else:
-        check_split(split, n_rows, allow_overlap=set(metrics) <= {"lfre"})
+        check_split(split, n_rows, allow_overlap=set(metrics) <= {"lfre", *SIMILARITY})
     _check_row_structures(row_structures, n_rows)
     pairs = comparison_pairs(feature_set.names, reference)
     ks, capped = None, {}
@@ -211,6 +215,7 @@ def reconstruction_matrix(
     device: str | ArrayBackend = "cpu",
     level: str = "atom",
     row_structures=None,
+    kept_variance: float | None = None,
 ) -> ReconstructionMatrix:
     """Reconstruction errors between all ordered pairs of models, in one pass.
 
@@ -219,9 +224,11 @@ def reconstruction_matrix(
     features : mapping of str to array-like
         Per-model ``(n_rows, n_features)`` arrays (numpy, Dask, Zarr), rows
         aligned across models.
-    metric : {"gfre", "gfrd", "lfre"}
-        Global reconstruction error or distortion, or local reconstruction
-        error.
+    metric : {"gfre", "gfrd", "lfre", "cka", "cca", "procrustes"}
+        Global reconstruction error or distortion, local reconstruction
+        error, or a symmetric similarity of the test rows
+        (:mod:`fredask.measures.similarity`: linear CKA, mean squared
+        canonical correlation, orthogonal Procrustes distance).
     split : Split, optional
         Train/test rows (e.g. from :func:`fredask.stratified_split`); else
         ``train_idx``/``test_idx`` or scikit-matter's default split.
@@ -248,6 +255,9 @@ def reconstruction_matrix(
         What the rows are (for the titles and the saved JSON).
     row_structures : array-like of int, shape (n_rows,), optional
         The structure of every row, to name the worst rows' structures.
+    kept_variance : float in (0, 1], optional
+        ``metric="cca"``: SVCCA, keeping each model's leading directions that
+        explain this share of its variance.
 
     Returns
     -------
@@ -288,6 +298,7 @@ def reconstruction_matrix(
         client=client,
         progress=progress,
         device=device,
+        kept_variance=kept_variance,
     )
     index = pd.Index(names, name="source")
     columns = pd.Index(names, name="target")
@@ -302,7 +313,9 @@ def reconstruction_matrix(
         method,
         level=level,
         precision=precision,
-        errors=summary_frame(pointwise, values, split.test_idx, structures),
+        errors=None
+        if pointwise is None
+        else summary_frame(pointwise, values, split.test_idx, structures),
     )
 
 
@@ -318,7 +331,8 @@ def pair_errors(
     client=None,
     progress: bool = True,
     device: str | ArrayBackend = "cpu",
-) -> tuple[dict[Pair, float], dict[Pair, float], dict[Pair, np.ndarray], str]:
+    kept_variance: float | None = None,
+) -> tuple[dict[Pair, float], dict[Pair, float], dict[Pair, np.ndarray] | None, str]:
     """One metric for the given ordered pairs of a checked request, in one pass.
 
     The engine behind :func:`reconstruction_matrix` (all pairs) and
@@ -330,8 +344,9 @@ def pair_errors(
     values : dict of (source, target) to float
     chosen : dict of (source, target) to float
         The chosen unscaled alpha (NaN for the LFRE: one per test row).
-    pointwise : dict of (source, target) to numpy.ndarray
-        The per-test-row errors (distortions for the GFRD).
+    pointwise : dict of (source, target) to numpy.ndarray, or None
+        The per-test-row errors (distortions for the GFRD); None for the
+        similarity measures, which have none.
     precision : str
         The fits' truncation precision.
     """
@@ -349,6 +364,26 @@ def pair_errors(
         "device": device,
     }
     pairs = list(pairs)
+    if metric in SIMILARITY:
+        if scaler is not None:
+            raise ComparisonError(
+                f"{metric}: no scaler is applied (the measure is invariant to a model's scale)"
+            )
+        found = similarities(
+            feature_set,
+            split,
+            pairs,
+            metric,
+            method=method,
+            kept_variance=kept_variance,
+            scheduler=scheduler,
+            progress=progress,
+            device=device,
+        )
+        nan = float("nan")
+        return {p: r.value for p, r in found.items()}, dict.fromkeys(pairs, nan), None, "none"
+    if kept_variance is not None:
+        raise ComparisonError("kept_variance is an option of metric='cca' only")
     if metric == "lfre":
         pointwise = local_errors(feature_set, split, pairs, n_local_points, **settings)
         values = {pair: float(np.sqrt(np.mean(e**2))) for pair, e in pointwise.items()}

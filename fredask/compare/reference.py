@@ -193,6 +193,7 @@ def reference_curve(
     device: str | ArrayBackend = "cpu",
     level: str = "atom",
     row_structures=None,
+    kept_variance: float | None = None,
 ) -> ReferenceCurve:
     """Every model against ``reference``, both directions, without the full matrix.
 
@@ -209,7 +210,7 @@ def reference_curve(
     reference : str
         The model every other one is compared with.
     metric, split, train_idx, test_idx, scaler, estimator, method, n_local_points,
-    client, progress, device, level, row_structures
+    client, progress, device, level, row_structures, kept_variance
         As in :func:`~fredask.compare.matrix.reconstruction_matrix`.
 
     Returns
@@ -245,6 +246,7 @@ def reference_curve(
         client=client,
         progress=progress,
         device=device,
+        kept_variance=kept_variance,
     )
     others = pd.Index([n for n in request.features.names if n != reference], name="model")
 
@@ -267,5 +269,7 @@ def reference_curve(
         method,
         level=level,
         precision=precision,
-        errors=summary_frame(pointwise, values, request.split.test_idx, structures),
+        errors=None
+        if pointwise is None
+        else summary_frame(pointwise, values, request.split.test_idx, structures),
     )

@@ -157,8 +157,13 @@ class ReconstructionMatrix:
             "paper": self.to_dict(),
         }
 
-    def plot(self, ax=None, vmax: float = 1.0):
-        """Annotated heat map: colours 0..vmax (above: the over-colour), dominated pairs marked."""
+    def plot(self, ax=None, vmax: float | None = None):
+        """Annotated heat map: colours 0..vmax (above: the over-colour), dominated pairs marked.
+
+        ``vmax`` defaults to 1, and to 2 for the Procrustes distance (its range).
+        """
+        if vmax is None:
+            vmax = 2.0 if self.metric == "procrustes" else 1.0
         note = (
             f"\u2020 the top {TOP_FRACTION:.0%} of test rows carry over "
             f"{DOMINATED_SHARE:.0%} of the squared error"

@@ -166,8 +166,17 @@ def _warn_underdetermined(features: FeatureSet, pairs: list[Pair], n_train: int)
         )
 
 
-def _statistics(features, labels, method, scheduler, backend, progress, test_rows):
-    """One pass: the subsets' moments (on the host) and, optionally, the test rows."""
+def subset_statistics(features, labels, method, scheduler, backend, progress, test_rows=None):
+    """One pass: the subsets' moments (on the host, aligned) and, optionally, the test rows.
+
+    Returns
+    -------
+    moments : list of Moments
+        Fold 1, fold 2 and the test rows (:data:`~fredask.stats.splits.FOLD1`,
+        ``FOLD2``, ``TEST``), with common per-column powers of two.
+    gathered : dict of str to numpy.ndarray, or None
+        The rows ``test_rows`` of every model, when asked for.
+    """
     graphs = [statistics_graph(features, labels, method, backend.xp)]
     if test_rows is not None:
         graphs.append(gather_rows_graph(features, test_rows, backend.xp))
@@ -276,7 +285,7 @@ def fit_global(
     test_rows = np.sort(split.test_idx)
     if not gather_test or test_rows.size * features.n_columns * 8 > GATHER_TEST_BYTES:
         test_rows = None
-    moments, gathered = _statistics(
+    moments, gathered = subset_statistics(
         features, labels, method, scheduler, backend, progress, test_rows
     )
     train = merge_moments(moments[FOLD1 : FOLD2 + 1], method, np)
