@@ -25,7 +25,7 @@ from fredask.cli.cluster import (
 from fredask.cli.store import open_store
 
 #: fredask.compare.matrix.METRICS, spelled here so that ``--help`` imports nothing heavy.
-METRICS = ("gfre", "gfrd", "lfre", "cka", "cca", "procrustes")
+METRICS = ("gfre", "gfrd", "lfre", "cka", "cca", "procrustes", "mutual_knn")
 #: Test rows of ``--split paper`` when ``--n-test`` is not given.
 DEFAULT_N_TEST = 1000
 #: Highest cumulant order :func:`fredask.structure.stored.write_cumulants` computes by default.
@@ -158,9 +158,9 @@ def resolve_request(args: argparse.Namespace) -> tuple[list[str], str]:
         "with --split paper only (the default split is scikit-matter's 50/50 of all rows)",
     )
     refuse_unless(
-        "lfre" in metrics,
+        bool({"lfre", "mutual_knn"} & set(metrics)),
         given(args, {"n_local_points": "--n-local-points"}),
-        "to --metric lfre only",
+        "to --metric lfre and mutual_knn only",
     )
     refuse_unless(
         any(m != "lfre" for m in metrics),
@@ -391,8 +391,8 @@ def add_parsers(sub) -> None:
         "--metric",
         nargs="+",
         choices=METRICS,
-        help="default: gfre; gfre lfre with --level structure; cka, cca, procrustes: "
-        "symmetric similarities of the test rows (no fit)",
+        help="default: gfre; gfre lfre with --level structure; cka, cca, procrustes, "
+        "mutual_knn: symmetric similarities of the test rows (no fit)",
     )
     p.add_argument(
         "--level",
@@ -411,7 +411,8 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--n-local-points",
         type=int,
-        help="--metric lfre: neighbours (default: min(p, q) per pair, capped at the train rows)",
+        help="--metric lfre: neighbours (default: min(p, q) per pair, capped at the train rows); "
+        "--metric mutual_knn: neighbours compared (default 10)",
     )
     p.add_argument(
         "--kept-variance",

@@ -28,6 +28,7 @@ from fredask.measures.local_fit import (
     local_errors,
     neighbour_counts,
 )
+from fredask.measures.mutual_knn import mutual_neighbours
 from fredask.measures.similarity import SIMILARITY_METRICS, similarities
 from fredask.solvers.settings import RidgeSettings
 from fredask.stats.features import FeatureSet, Pair, as_feature_set
@@ -37,8 +38,10 @@ from fredask.stats.splits import Split, check_split, resolve_split
 
 GLOBAL_METRICS = ("gfre", "gfrd")
 #: Symmetric similarity measures of the test rows (no fit, no pointwise errors).
-SIMILARITY = SIMILARITY_METRICS
+SIMILARITY = (*SIMILARITY_METRICS, "mutual_knn")
 METRICS = (*GLOBAL_METRICS, "lfre", *SIMILARITY)
+#: Neighbours of ``"mutual_knn"`` when ``n_local_points`` is not given.
+DEFAULT_MUTUAL_K = 10
 
 __all__ = [
     "GLOBAL_METRICS",
@@ -132,7 +135,8 @@ def check_comparison(
     features : mapping of str to array-like, or FeatureSet
         Per-model ``(n_rows, n_features)`` arrays (anything
         :func:`fredask.stats.features.as_feature_set` takes).
-    metrics : str or sequence of {"gfre", "gfrd", "lfre", "cka", "cca", "procrustes"}
+    metrics : str or sequence of {"gfre", "gfrd", "lfre", "cka", "cca", "procrustes", \
+"mutual_knn"}
         Every metric the caller will compute with these features and split.
     split : Split, optional
         Default: ``train_idx`` / ``test_idx``, else scikit-matter's 50/50 split.
@@ -224,11 +228,14 @@ def reconstruction_matrix(
     features : mapping of str to array-like
         Per-model ``(n_rows, n_features)`` arrays (numpy, Dask, Zarr), rows
         aligned across models.
-    metric : {"gfre", "gfrd", "lfre", "cka", "cca", "procrustes"}
+    metric : {"gfre", "gfrd", "lfre", "cka", "cca", "procrustes", "mutual_knn"}
         Global reconstruction error or distortion, local reconstruction
         error, or a symmetric similarity of the test rows
         (:mod:`fredask.measures.similarity`: linear CKA, mean squared
-        canonical correlation, orthogonal Procrustes distance).
+        canonical correlation, orthogonal Procrustes distance;
+        :mod:`fredask.measures.mutual_knn`: the mean share of each test row's
+        ``n_local_points`` (default 10) nearest train rows that two models'
+        spaces agree on).
     split : Split, optional
         Train/test rows (e.g. from :func:`fredask.stratified_split`); else
         ``train_idx``/``test_idx`` or scikit-matter's default split.
@@ -364,6 +371,24 @@ def pair_errors(
         "device": device,
     }
     pairs = list(pairs)
+    if metric == "mutual_knn":
+        k = DEFAULT_MUTUAL_K if n_local_points is None else n_local_points
+        if callable(k):
+            raise ComparisonError("mutual_knn takes one whole n_local_points for all pairs")
+        k = min(k, split.train_idx.size) if n_local_points is None else k
+        found = mutual_neighbours(
+            feature_set,
+            split,
+            pairs,
+            k,
+            ScalerSettings.from_scaler(scaler),
+            scheduler=scheduler,
+            progress=progress,
+            device=device,
+        )
+        nan = float("nan")
+        values = {pair: float(np.mean(shares)) for pair, shares in found.items()}
+        return values, dict.fromkeys(pairs, nan), None, "none"
     if metric in SIMILARITY:
         if scaler is not None:
             raise ComparisonError(

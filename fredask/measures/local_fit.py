@@ -202,29 +202,14 @@ def local_errors(
         _warn_capped(capped, n_train)
 
     labels = row_labels(features.n_rows, split, ridge.random_state, ridge.shuffle)
-    test_rows = np.sort(split.test_idx)
     hook = on_phase or (lambda name, seconds, details: None)
-    # one read: the scalers' statistics and the test rows
     start = time.perf_counter()
-    moments, test = compute(
-        [
-            statistics_graph(features, labels, "diagonal", xp),
-            gather_rows_graph(features, test_rows, xp),
-        ],
-        scheduler,
-        progress,
-    )
-    seconds = time.perf_counter() - start
-    if moments[FOLD1] is None or moments[FOLD2] is None:
-        raise ValueError("the train rows are too few for two folds")
-    train = merge_moments([moments_to_host(m) for m in moments[FOLD1 : FOLD2 + 1]], "diagonal", np)
-    centre, scale = fit_scaler(train, features, scaler, "diagonal")
-    hook(PHASES[0], seconds, {"centre": centre, "scale": scale})
+    centre, scale, test = scaled_test_rows(features, labels, split, scaler, scheduler, progress, xp)
+    hook(PHASES[0], time.perf_counter() - start, {"centre": centre, "scale": scale})
     shifts = {
         name: (centre[features.columns(name)], scale[features.columns(name)])
         for name in features.names
     }
-    test = {name: _scale(to_host(values), shifts[name]) for name, values in test.items()}
 
     neighbours = {}
     for source in dict.fromkeys(s for s, _ in pairs):
@@ -292,13 +277,44 @@ def local_errors(
     else:
         results = dict(zip(tasks, compute(list(tasks.values()), scheduler), strict=True))
     hook(PHASES[2], time.perf_counter() - start, {})
-    order = np.searchsorted(test_rows, split.test_idx)
+    order = np.searchsorted(np.sort(split.test_idx), split.test_idx)
     errors = {}
     for (source, k), targets in groups.items():
         for i, target in enumerate(targets):
             blocks = [block[i] for block in results[(source, k)]]
             errors[(source, target)] = np.concatenate(blocks)[order]
     return {pair: errors[pair] for pair in ks}
+
+
+def scaled_test_rows(features, labels, split, scaler, scheduler, progress, xp):
+    """One read: the scaler fitted on the train rows, and every model's scaled test rows.
+
+    Returns
+    -------
+    centre, scale : numpy.ndarray, shape (P,)
+        Over all models' concatenated columns.
+    test : dict of str to numpy.ndarray
+        Each model's test rows (in sorted row order), centred and scaled.
+    """
+    moments, test = compute(
+        [
+            statistics_graph(features, labels, "diagonal", xp),
+            gather_rows_graph(features, np.sort(split.test_idx), xp),
+        ],
+        scheduler,
+        progress,
+    )
+    if moments[FOLD1] is None or moments[FOLD2] is None:
+        raise ValueError("the train rows are too few for two folds")
+    train = merge_moments([moments_to_host(m) for m in moments[FOLD1 : FOLD2 + 1]], "diagonal", np)
+    centre, scale = fit_scaler(train, features, scaler, "diagonal")
+    test = {
+        name: _scale(
+            to_host(values), (centre[features.columns(name)], scale[features.columns(name)])
+        )
+        for name, values in test.items()
+    }
+    return centre, scale, test
 
 
 def _scale(values, shift):

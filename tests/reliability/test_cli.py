@@ -345,7 +345,7 @@ def _compare(store, *options):
         ),
         (
             ["--n-local-points", "5"],
-            "--n-local-points applies to --metric lfre only; leave it out",
+            "--n-local-points applies to --metric lfre and mutual_knn only; leave it out",
         ),
         (
             ["--metric", "lfre", "--method", "gram"],

@@ -58,7 +58,7 @@ def test_check_comparison_refuses_bad_requests_before_reading_anything():
         (
             {"metrics": ["gfre", "gfe"], "split": split},
             ComparisonError,
-            "unknown metric 'gfe'; use one of gfre, gfrd, lfre, cka, cca, procrustes",
+            "unknown metric 'gfe'; use one of gfre, gfrd, lfre, cka, cca, procrustes, mutual_knn",
         ),
         (
             {"metrics": ["gfre", "lfre"], "split": split, "n_local_points": 50},
