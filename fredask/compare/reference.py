@@ -22,7 +22,6 @@ numbers are exactly the matrix's corresponding entries.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from fredask.backend import ArrayBackend
 from fredask.compare.distribution import flat_summaries, summary_frame
 from fredask.compare.heatmap import METRIC_TITLES
 from fredask.compare.matrix import check_comparison, pair_errors
-from fredask.compare.result import _ROWS, _plain
+from fredask.compare.result import _ROWS, _plain, write_result
 from fredask.stats.splits import Split
 
 __all__ = ["ReferenceCurve", "reference_curve"]
@@ -152,28 +151,16 @@ class ReferenceCurve:
         dict of str to pathlib.Path
             The written files by kind: ``json``, ``csv``, ``errors``, ``png``, ``split``.
         """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        stem = stem or f"{self.metric}_vs_{self.reference}"
-        paths = {
-            kind: directory / f"{stem}{suffix}"
-            for kind, suffix in [
-                ("json", ".json"),
-                ("csv", ".csv"),
-                ("errors", "_errors.csv"),
-                ("png", ".png"),
-                ("split", "_split.npz"),
-            ]
-        }
-        paths["json"].write_text(json.dumps(self.to_json_dict(), indent=2))
-        self.curve.to_csv(paths["csv"], index_label="model")
-        if self.errors is not None:
-            flat_summaries(self.errors).to_csv(paths["errors"], index=False)
-        else:
-            del paths["errors"]
-        self.plot().savefig(paths["png"], dpi=150)
-        np.savez(paths["split"], train_idx=self.split.train_idx, test_idx=self.split.test_idx)
-        return paths
+        return write_result(
+            directory,
+            stem or f"{self.metric}_vs_{self.reference}",
+            self.to_json_dict(),
+            self.curve,
+            "model",
+            self.errors,
+            self.plot(),
+            self.split,
+        )
 
 
 def reference_curve(

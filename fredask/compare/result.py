@@ -186,25 +186,53 @@ class ReconstructionMatrix:
         dict of str to pathlib.Path
             The written files by kind: ``json``, ``csv``, ``errors``, ``png``, ``split``.
         """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        stem = stem or self.metric
-        paths = {
-            "json": directory / f"{stem}.json",
-            "csv": directory / f"{stem}.csv",
-            "errors": directory / f"{stem}_errors.csv",
-            "png": directory / f"{stem}.png",
-            "split": directory / f"{stem}_split.npz",
-        }
-        paths["json"].write_text(json.dumps(self.to_json_dict(), indent=2))
-        self.matrix.to_csv(paths["csv"], index_label="source")
-        if self.errors is not None:
-            flat_summaries(self.errors).to_csv(paths["errors"], index=False)
-        else:
-            del paths["errors"]
-        self.plot().savefig(paths["png"], dpi=150)
-        np.savez(paths["split"], train_idx=self.split.train_idx, test_idx=self.split.test_idx)
-        return paths
+        return write_result(
+            directory,
+            stem or self.metric,
+            self.to_json_dict(),
+            self.matrix,
+            "source",
+            self.errors,
+            self.plot(),
+            self.split,
+        )
+
+
+def write_result(
+    directory: str | Path,
+    stem: str,
+    summary: dict,
+    table: pd.DataFrame,
+    index_label: str,
+    errors: pd.DataFrame | None,
+    figure,
+    split: Split,
+) -> dict[str, Path]:
+    """Write a result's files: ``<stem>.json``, ``.csv``, ``_errors.csv``, ``.png``, ``_split.npz``.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        By kind: ``json``, ``csv``, ``errors`` (only with ``errors``), ``png``, ``split``.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": directory / f"{stem}.json",
+        "csv": directory / f"{stem}.csv",
+        "errors": directory / f"{stem}_errors.csv",
+        "png": directory / f"{stem}.png",
+        "split": directory / f"{stem}_split.npz",
+    }
+    paths["json"].write_text(json.dumps(summary, indent=2))
+    table.to_csv(paths["csv"], index_label=index_label)
+    if errors is not None:
+        flat_summaries(errors).to_csv(paths["errors"], index=False)
+    else:
+        del paths["errors"]
+    figure.savefig(paths["png"], dpi=150)
+    np.savez(paths["split"], train_idx=split.train_idx, test_idx=split.test_idx)
+    return paths
 
 
 def _plain(value):
