@@ -108,8 +108,9 @@ def test_pipeline_script_runs_extract_compare_cumulants(tmp_path, structures):
         job = json.loads((work / "results" / f"{metric}.json").read_text())["paper"]
         here = json.loads((tmp_path / "here" / f"{metric}.json").read_text())["paper"]
         assert list(job) == list(here) == ["chgnet-0.2.0", "chgnet-0.3.0"]
-        # the diagonal (a model from itself) is round-off: 1e-15 (GFRE) to 1e-11 (GFRD)
-        np.testing.assert_allclose(_matrix(job), _matrix(here), rtol=1e-10, atol=1e-9)
+        # the diagonal (a model from itself) is round-off: up to 1e-8 for the GFRD of
+        # CHGNet's read-out input, a LayerNorm output (each row sums to zero: rank 63 of 64)
+        np.testing.assert_allclose(_matrix(job), _matrix(here), rtol=1e-10, atol=1e-7)
         off_diagonal = _matrix(job)[~np.eye(2, dtype=bool)]
         assert (off_diagonal > 0.01).all() and (np.diag(_matrix(job)) < 1e-6).all()
     if "cumulants" in steps:
