@@ -21,7 +21,10 @@ METRIC_TITLES = {
     "cka": "Linear centred kernel alignment (CKA)",
     "cca": "Mean squared canonical correlation (CCA)",
     "procrustes": "Orthogonal Procrustes distance",
+    "mutual_knn": "Mutual k-nearest-neighbour agreement",
 }
+#: Symmetric measures: the axes are models, not source and target.
+SYMMETRIC = ("cka", "cca", "procrustes", "mutual_knn")
 #: Colour of the values above the scale's maximum (viridis has no red).
 OVER_COLOUR = "#d62728"
 DAGGER = "\u2020"
@@ -72,11 +75,12 @@ def heatmap(
     image = ax.imshow(values, cmap=cmap, vmin=0.0, vmax=vmax)
     ax.set_xticks(range(n_cols), matrix.columns, rotation=40, ha="right")
     ax.set_yticks(range(n_rows), matrix.index)
-    xlabel = "target (reconstructed)"
+    symmetric = metric in SYMMETRIC
+    xlabel = "model" if symmetric else "target (reconstructed)"
     if marked.any() and note:
         xlabel += f"\n{note}"
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("source (reconstructs)")
+    ax.set_ylabel("model" if symmetric else "source (reconstructs)")
     ax.set_title(title or METRIC_TITLES.get(metric, metric.upper()), fontsize=10)
     for i in range(n_rows):
         for j in range(n_cols):
