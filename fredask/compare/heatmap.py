@@ -14,6 +14,8 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from fredask.measures.similarity import SYMMETRIC_METRICS
+
 METRIC_TITLES = {
     "gfre": "Global feature reconstruction error (GFRE)",
     "gfrd": "Global feature reconstruction distortion (GFRD)",
@@ -23,8 +25,6 @@ METRIC_TITLES = {
     "procrustes": "Orthogonal Procrustes distance",
     "mutual_knn": "Mutual k-nearest-neighbour agreement",
 }
-#: Symmetric measures: the axes are models, not source and target.
-SYMMETRIC = ("cka", "cca", "procrustes", "mutual_knn")
 #: Colour of the values above the scale's maximum (viridis has no red).
 OVER_COLOUR = "#d62728"
 DAGGER = "\u2020"
@@ -75,7 +75,7 @@ def heatmap(
     image = ax.imshow(values, cmap=cmap, vmin=0.0, vmax=vmax)
     ax.set_xticks(range(n_cols), matrix.columns, rotation=40, ha="right")
     ax.set_yticks(range(n_rows), matrix.index)
-    symmetric = metric in SYMMETRIC
+    symmetric = metric in SYMMETRIC_METRICS
     xlabel = "model" if symmetric else "target (reconstructed)"
     if marked.any() and note:
         xlabel += f"\n{note}"

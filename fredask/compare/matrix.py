@@ -29,7 +29,7 @@ from fredask.measures.local_fit import (
     neighbour_counts,
 )
 from fredask.measures.mutual_knn import mutual_neighbours
-from fredask.measures.similarity import SIMILARITY_METRICS, similarities
+from fredask.measures.similarity import SYMMETRIC_METRICS, similarities
 from fredask.solvers.settings import RidgeSettings
 from fredask.stats.features import FeatureSet, Pair, as_feature_set
 from fredask.stats.moments import METHODS
@@ -38,7 +38,7 @@ from fredask.stats.splits import Split, check_split, resolve_split
 
 GLOBAL_METRICS = ("gfre", "gfrd")
 #: Symmetric similarity measures of the test rows (no fit, no pointwise errors).
-SIMILARITY = (*SIMILARITY_METRICS, "mutual_knn")
+SIMILARITY = SYMMETRIC_METRICS
 METRICS = (*GLOBAL_METRICS, "lfre", *SIMILARITY)
 #: Neighbours of ``"mutual_knn"`` when ``n_local_points`` is not given.
 DEFAULT_MUTUAL_K = 10

@@ -39,6 +39,9 @@ from fredask.stats.splits import TEST, Split, row_labels
 
 #: The similarity metrics of :func:`pair_similarity`.
 SIMILARITY_METRICS = ("cka", "cca", "procrustes")
+#: Every symmetric measure (these and :mod:`fredask.measures.mutual_knn`'s): no fit,
+#: no pointwise errors, heat-map axes that are models rather than source and target.
+SYMMETRIC_METRICS = (*SIMILARITY_METRICS, "mutual_knn")
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,14 @@ def procrustes_spectrum(fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
     return svd(fa.T @ fb, np)[1] / (np.linalg.norm(fa) * np.linalg.norm(fb))
 
 
+def check_options(metric: str, kept_variance: float | None = None) -> None:
+    """Refuse an unknown metric, or a ``kept_variance`` outside (0, 1] or not for ``"cca"``."""
+    if metric not in SIMILARITY_METRICS:
+        raise ValueError(f"unknown similarity {metric!r}; use one of {SIMILARITY_METRICS}")
+    if kept_variance is not None and (metric != "cca" or not 0 < kept_variance <= 1):
+        raise ValueError(f"kept_variance must be in (0, 1] and for cca only, got {kept_variance}")
+
+
 def pair_similarity(
     metric: str,
     fa: np.ndarray,
@@ -127,10 +138,7 @@ def pair_similarity(
         For an unknown metric, or ``kept_variance`` outside (0, 1] or given
         to another metric than ``"cca"``.
     """
-    if metric not in SIMILARITY_METRICS:
-        raise ValueError(f"unknown similarity {metric!r}; use one of {SIMILARITY_METRICS}")
-    if kept_variance is not None and (metric != "cca" or not 0 < kept_variance <= 1):
-        raise ValueError(f"kept_variance must be in (0, 1] and for cca only, got {kept_variance}")
+    check_options(metric, kept_variance)
     if metric == "cca":
         rho = canonical_correlations(fa, fb, kept_variance, rcond)
         return Similarity(float(np.mean(rho**2)) if rho.size else 0.0, rho)
@@ -192,7 +200,7 @@ def similarities(
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    pair_similarity(metric, np.ones((2, 1)), np.ones((2, 1)), kept_variance)  # checks options
+    check_options(metric, kept_variance)
     pairs = list(pairs)
     labels = row_labels(features.n_rows, split, None, False)  # the folds do not matter
     backend = resolve_backend(device, features.arrays, scheduler)
