@@ -39,6 +39,8 @@ def heatmap(
     title: str | None = None,
     marked: np.ndarray | None = None,
     note: str | None = None,
+    low: pd.DataFrame | None = None,
+    high: pd.DataFrame | None = None,
 ):
     """Annotated heat map: rows are sources, columns are targets, colours 0..vmax.
 
@@ -59,6 +61,8 @@ def heatmap(
         Cells (same shape) to mark with a dagger after the number.
     note : str, optional
         The dagger's explanation, added under the axis when a cell is marked.
+    low, high : pandas.DataFrame, optional
+        Interval ends (same layout), printed under each number as ``[low, high]``.
 
     Returns
     -------
@@ -68,7 +72,7 @@ def heatmap(
     n_rows, n_cols = values.shape
     marked = np.zeros(values.shape, dtype=bool) if marked is None else np.asarray(marked)
     if ax is None:
-        size = 1.2 + 0.9 * max(n_rows, n_cols)
+        size = 1.2 + (0.9 if low is None else 1.2) * max(n_rows, n_cols)
         ax = Figure(figsize=(size + 1.5, size + 0.3), layout="constrained").add_subplot()
     cmap = colormaps["viridis"].with_extremes(over=OVER_COLOUR)
     over = np.isfinite(values) & (values > vmax)
@@ -87,6 +91,8 @@ def heatmap(
             value = values[i, j]
             light = np.isfinite(value) and 0.6 * vmax < value <= vmax
             text = f"{value:.3f}" + (DAGGER if marked[i, j] else "")
+            if low is not None and high is not None:
+                text += f"\n[{low.iat[i, j]:.3f}, {high.iat[i, j]:.3f}]"
             ax.text(
                 j,
                 i,
@@ -94,7 +100,7 @@ def heatmap(
                 ha="center",
                 va="center",
                 color="black" if light else "white",
-                fontsize=9,
+                fontsize=9 if low is None else 7,
                 fontweight="bold" if over[i, j] else "normal",
             )
     ax.figure.colorbar(

@@ -16,11 +16,12 @@ from itertools import product
 import numpy as np
 import pandas as pd
 
-from fredask.backend import ArrayBackend
+from fredask.backend import ArrayBackend, resolve_backend
 from fredask.cluster.clients import resolve_client
 from fredask.compare.distribution import summary_frame
-from fredask.compare.result import LEVELS, ReconstructionMatrix
+from fredask.compare.result import LEVELS, Intervals, ReconstructionMatrix
 from fredask.errors import FredaskError
+from fredask.measures.bootstrap import MIN_UNITS, Bootstrap, bootstrap_intervals
 from fredask.measures.global_fit import fit_global
 from fredask.measures.local_fit import (
     NeighbourCount,
@@ -29,7 +30,7 @@ from fredask.measures.local_fit import (
     neighbour_counts,
 )
 from fredask.measures.mutual_knn import mutual_neighbours
-from fredask.measures.similarity import SYMMETRIC_METRICS, similarities
+from fredask.measures.similarity import SIMILARITY_METRICS, SYMMETRIC_METRICS, similarities
 from fredask.solvers.settings import RidgeSettings
 from fredask.stats.features import FeatureSet, Pair, as_feature_set
 from fredask.stats.moments import METHODS
@@ -40,6 +41,8 @@ GLOBAL_METRICS = ("gfre", "gfrd")
 #: Symmetric similarity measures of the test rows (no fit, no pointwise errors).
 SIMILARITY = SYMMETRIC_METRICS
 METRICS = (*GLOBAL_METRICS, "lfre", *SIMILARITY)
+#: Metrics with a bootstrap interval: the means of per-test-row values.
+RESAMPLED_METRICS = (*GLOBAL_METRICS, "lfre", "mutual_knn")
 #: Neighbours of ``"mutual_knn"`` when ``n_local_points`` is not given.
 DEFAULT_MUTUAL_K = 10
 
@@ -74,6 +77,11 @@ class ComparisonRequest:
         Pairs whose default ``k = min(p, q)`` (the value) is capped at the train rows.
     pairs : list of (source, target)
         The ordered pairs to compute: all of them, or those with the reference.
+    row_structures : numpy.ndarray or None
+        The structure of every row (names the worst rows' structures; the
+        bootstrap's resampling unit).
+    bootstrap : Bootstrap or None
+        The resampling of the intervals, if asked for.
     """
 
     features: FeatureSet
@@ -82,6 +90,34 @@ class ComparisonRequest:
     n_local_points: dict[Pair, int] | None
     capped: dict[Pair, int]
     pairs: list[Pair]
+    row_structures: np.ndarray | None = None
+    bootstrap: Bootstrap | None = None
+
+
+@dataclass(frozen=True)
+class PairErrors:
+    """One metric for some ordered pairs (what :func:`pair_errors` returns).
+
+    Attributes
+    ----------
+    values : dict of (source, target) to float
+    chosen : dict of (source, target) to float
+        The chosen unscaled alpha (NaN for the LFRE, one per test row, and the
+        similarities, which fit nothing).
+    pointwise : dict of (source, target) to numpy.ndarray, or None
+        The per-test-row errors (distortions for the GFRD); None for the
+        similarity measures, which have none.
+    precision : str
+        The fits' truncation precision.
+    intervals : dict of (source, target) to (low, high), or None
+        The bootstrap's percentile intervals, when one was asked for.
+    """
+
+    values: dict[Pair, float]
+    chosen: dict[Pair, float]
+    pointwise: dict[Pair, np.ndarray] | None
+    precision: str
+    intervals: dict[Pair, tuple[float, float]] | None = None
 
 
 def comparison_pairs(names: Sequence[str], reference: str | None = None) -> list[Pair]:
@@ -127,6 +163,7 @@ def check_comparison(
     level: str = "atom",
     row_structures=None,
     reference: str | None = None,
+    bootstrap: Bootstrap | int | None = None,
 ) -> ComparisonRequest:
     """Validate a comparison request before any data is read.
 
@@ -149,6 +186,10 @@ def check_comparison(
     row_structures : array-like of int, shape (n_rows,), optional, keyword-only
     reference : str, optional, keyword-only
         Compute only the pairs with this model (:func:`comparison_pairs`).
+    bootstrap : Bootstrap or int, optional, keyword-only
+        Percentile intervals over test structures (an int: that many
+        resamples at the default confidence); see
+        :mod:`fredask.measures.bootstrap`.
 
     Returns
     -------
@@ -162,7 +203,10 @@ def check_comparison(
         split rows outside the data, repeated or (for a global metric)
         overlapping; an ``n_local_points`` that is not a whole number >= 2 or
         (given explicitly) exceeds the train rows; a ``row_structures`` of the
-        wrong shape; a reference that is not one of the models.
+        wrong shape; a reference that is not one of the models; a
+        bootstrap for a metric without per-row values (cka, cca,
+        procrustes), of fewer than 1 resample, or over fewer than two test
+        structures.
     """
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     if not metrics:
@@ -183,13 +227,37 @@ def check_comparison(
     else:
         check_split(split, n_rows, allow_overlap=set(metrics) <= {"lfre", *SIMILARITY})
     _check_row_structures(row_structures, n_rows)
+    structures = None if row_structures is None else np.asarray(row_structures)
+    bootstrap = _check_bootstrap(bootstrap, metrics, split, structures)
     pairs = comparison_pairs(feature_set.names, reference)
     ks, capped = None, {}
     if "lfre" in metrics:
         ks, capped = neighbour_counts(feature_set, pairs, n_local_points, split.train_idx.size)
     else:
         check_local_points(n_local_points)
-    return ComparisonRequest(feature_set, metrics, split, ks, capped, pairs)
+    return ComparisonRequest(feature_set, metrics, split, ks, capped, pairs, structures, bootstrap)
+
+
+def _check_bootstrap(bootstrap, metrics, split: Split, structures) -> Bootstrap | None:
+    """The bootstrap's settings, refused for metrics without per-row values or too few units."""
+    if bootstrap is None:
+        return None
+    if not isinstance(bootstrap, Bootstrap):
+        bootstrap = Bootstrap(bootstrap)
+    without = [m for m in metrics if m in SIMILARITY_METRICS]
+    if without:
+        raise ComparisonError(
+            f"bootstrap: {without[0]} has no per-row values to resample; intervals are "
+            f"for {', '.join(RESAMPLED_METRICS)}"
+        )
+    test = split.test_idx
+    n_units = test.size if structures is None else np.unique(structures[test]).size
+    if n_units < MIN_UNITS:
+        raise ComparisonError(
+            f"bootstrap: the test rows come from {n_units} structure(s); resampling needs "
+            f"at least {MIN_UNITS}"
+        )
+    return bootstrap
 
 
 def _check_row_structures(row_structures, n_rows: int) -> None:
@@ -220,6 +288,7 @@ def reconstruction_matrix(
     level: str = "atom",
     row_structures=None,
     kept_variance: float | None = None,
+    bootstrap: Bootstrap | int | None = None,
 ) -> ReconstructionMatrix:
     """Reconstruction errors between all ordered pairs of models, in one pass.
 
@@ -265,6 +334,12 @@ def reconstruction_matrix(
     kept_variance : float in (0, 1], optional
         ``metric="cca"``: SVCCA, keeping each model's leading directions that
         explain this share of its variance.
+    bootstrap : Bootstrap or int, optional
+        Percentile intervals (``ReconstructionMatrix.intervals``) from
+        resampling the test rows' structures (``row_structures``; without
+        it, every row is its own unit); an int is the number of resamples
+        at 90% confidence.  For gfre, gfrd, lfre and mutual_knn
+        (:mod:`fredask.measures.bootstrap`: the fits are held fixed).
 
     Returns
     -------
@@ -290,11 +365,12 @@ def reconstruction_matrix(
         method=method,
         level=level,
         row_structures=row_structures,
+        bootstrap=bootstrap,
     )
     feature_set, split = request.features, request.split
     names = feature_set.names
     pairs = request.pairs
-    values, chosen, pointwise, precision = pair_errors(
+    found = pair_errors(
         request,
         metric,
         pairs,
@@ -309,20 +385,29 @@ def reconstruction_matrix(
     )
     index = pd.Index(names, name="source")
     columns = pd.Index(names, name="target")
-    matrix = pd.DataFrame([[values[(s, t)] for t in names] for s in names], index, columns)
-    alphas = pd.DataFrame([[chosen[(s, t)] for t in names] for s in names], index, columns)
-    structures = None if row_structures is None else np.asarray(row_structures)
+
+    def square(table: dict) -> pd.DataFrame:
+        return pd.DataFrame([[table[(s, t)] for t in names] for s in names], index, columns)
+
+    bounds = None
+    if found.intervals is not None:
+        bounds = Intervals(
+            square({p: lo for p, (lo, _) in found.intervals.items()}),
+            square({p: hi for p, (_, hi) in found.intervals.items()}),
+            request.bootstrap,
+        )
     return ReconstructionMatrix(
         metric,
-        matrix,
-        alphas,
+        square(found.values),
+        square(found.chosen),
         split,
         method,
         level=level,
-        precision=precision,
+        precision=found.precision,
         errors=None
-        if pointwise is None
-        else summary_frame(pointwise, values, split.test_idx, structures),
+        if found.pointwise is None
+        else summary_frame(found.pointwise, found.values, split.test_idx, request.row_structures),
+        intervals=bounds,
     )
 
 
@@ -339,24 +424,70 @@ def pair_errors(
     progress: bool = True,
     device: str | ArrayBackend = "cpu",
     kept_variance: float | None = None,
-) -> tuple[dict[Pair, float], dict[Pair, float], dict[Pair, np.ndarray] | None, str]:
+) -> PairErrors:
     """One metric for the given ordered pairs of a checked request, in one pass.
 
     The engine behind :func:`reconstruction_matrix` (all pairs) and
     :func:`fredask.compare.reference.reference_curve` (the pairs with one
-    reference model); the arguments are theirs.
-
-    Returns
-    -------
-    values : dict of (source, target) to float
-    chosen : dict of (source, target) to float
-        The chosen unscaled alpha (NaN for the LFRE: one per test row).
-    pointwise : dict of (source, target) to numpy.ndarray, or None
-        The per-test-row errors (distortions for the GFRD); None for the
-        similarity measures, which have none.
-    precision : str
-        The fits' truncation precision.
+    reference model); the arguments are theirs.  With ``request.bootstrap``,
+    the intervals come from the same per-row values and, for the RMS
+    measures, one more pass over the train rows' groups.
     """
+    settings = ScalerSettings.from_scaler(scaler)
+    if request.bootstrap is not None and settings.column_wise and metric != "mutual_knn":
+        raise ComparisonError(
+            "bootstrap: a column-wise scaler's scales are not resampled; use the default "
+            "model-wise scaler"
+        )
+    found = _pair_values(
+        request,
+        metric,
+        pairs,
+        scaler=scaler,
+        estimator=estimator,
+        method=method,
+        n_local_points=n_local_points,
+        client=client,
+        progress=progress,
+        device=device,
+        kept_variance=kept_variance,
+    )
+    values, chosen, per_row, precision = found
+    bounds = None
+    if request.bootstrap is not None:
+        rms = metric != "mutual_knn"
+        scheduler = resolve_client(client)
+        bounds = bootstrap_intervals(
+            per_row,
+            request.features,
+            request.split,
+            request.row_structures,
+            request.bootstrap,
+            rms=rms,
+            scaler=settings if rms else None,
+            scheduler=scheduler,
+            backend=resolve_backend(device, request.features.arrays, scheduler),
+            progress=progress,
+        )
+    pointwise = None if metric in SIMILARITY else per_row
+    return PairErrors(values, chosen, pointwise, precision, bounds)
+
+
+def _pair_values(
+    request: ComparisonRequest,
+    metric: str,
+    pairs: Sequence[Pair],
+    *,
+    scaler,
+    estimator,
+    method: str,
+    n_local_points: NeighbourCount,
+    client,
+    progress: bool,
+    device: str | ArrayBackend,
+    kept_variance: float | None,
+):
+    """:func:`pair_errors`' values, alphas, per-row values (mutual_knn: shares) and precision."""
     feature_set, split = request.features, request.split
     if estimator is None:
         ridge = RidgeSettings(precision="float64")
@@ -388,7 +519,7 @@ def pair_errors(
         )
         nan = float("nan")
         values = {pair: float(np.mean(shares)) for pair, shares in found.items()}
-        return values, dict.fromkeys(pairs, nan), None, "none"
+        return values, dict.fromkeys(pairs, nan), found, "none"
     if metric in SIMILARITY:
         if scaler is not None:
             raise ComparisonError(

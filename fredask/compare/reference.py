@@ -222,7 +222,7 @@ def reference_curve(
         row_structures=row_structures,
         reference=reference,
     )
-    values, chosen, pointwise, precision = pair_errors(
+    found = pair_errors(
         request,
         metric,
         request.pairs,
@@ -250,13 +250,13 @@ def reference_curve(
     return ReferenceCurve(
         metric,
         reference,
-        frame(values),
-        frame(chosen),
+        frame(found.values),
+        frame(found.chosen),
         request.split,
         method,
         level=level,
-        precision=precision,
+        precision=found.precision,
         errors=None
-        if pointwise is None
-        else summary_frame(pointwise, values, request.split.test_idx, structures),
+        if found.pointwise is None
+        else summary_frame(found.pointwise, found.values, request.split.test_idx, structures),
     )

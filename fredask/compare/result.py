@@ -10,6 +10,8 @@ skipped structures).  :meth:`ReconstructionMatrix.save` writes::
                          "n_train", "n_test", "fredask_version", "metadata",
                          "errors": {source: {target: summary}},
                          "dominated": [[source, target], ...],
+                         "bootstrap": null or {"n_resamples", "confidence",
+                                      "random_state", "unit", "low", "high"},
                          "paper": <the paper's schema, to_dict()>}
     <stem>.csv          the matrix (rows source, columns target)
     <stem>_errors.csv   one row per pair: value, median, p90, p99, top1_share,
@@ -30,12 +32,46 @@ import pandas as pd
 import fredask
 from fredask.compare.distribution import DOMINATED_SHARE, TOP_FRACTION, flat_summaries
 from fredask.compare.heatmap import heatmap
+from fredask.measures.bootstrap import Bootstrap
 from fredask.stats.splits import Split
 
 #: Levels a matrix can describe: atoms, structures (between models), or the
 #: cumulant orders of one model (rows are structures).
 LEVELS = ("atom", "structure", "order")
 _ROWS = {"atom": "atoms", "structure": "structures", "order": "structures"}
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """Bootstrap percentile intervals of a matrix (:mod:`fredask.measures.bootstrap`).
+
+    Attributes
+    ----------
+    low, high : pandas.DataFrame
+        The ends, in the matrix's layout.
+    settings : Bootstrap
+        Resamples, confidence and seed.
+    """
+
+    low: pd.DataFrame
+    high: pd.DataFrame
+    settings: Bootstrap
+
+    def to_json_dict(self) -> dict:
+        """``{"n_resamples", "confidence", "random_state", "unit", "low", "high"}``."""
+        return {
+            "n_resamples": self.settings.n_resamples,
+            "confidence": self.settings.confidence,
+            "random_state": self.settings.random_state,
+            "unit": "structure",
+            "low": _nested(self.low),
+            "high": _nested(self.high),
+        }
+
+
+def _nested(frame: pd.DataFrame) -> dict:
+    """``{row: {column: value}}`` of a frame, as floats."""
+    return {str(r): {str(c): float(frame.loc[r, c]) for c in frame.columns} for r in frame.index}
 
 
 @dataclass(frozen=True)
@@ -68,6 +104,8 @@ class ReconstructionMatrix:
         the GFRD.
     model : str or None
         The model whose orders are compared (``level="order"``).
+    intervals : Intervals or None
+        Bootstrap percentile intervals of every entry, when asked for.
     metadata : dict
         Free, JSON-serialisable context (seed, split kind, store, skipped
         structures...), written into the JSON; fill it with
@@ -83,6 +121,7 @@ class ReconstructionMatrix:
     precision: str = "float64"
     errors: pd.DataFrame | None = None
     model: str | None = None
+    intervals: Intervals | None = None
     metadata: dict = field(default_factory=dict)
 
     @property
@@ -154,6 +193,7 @@ class ReconstructionMatrix:
             "metadata": _plain(self.metadata),
             "errors": summaries,
             "dominated": dominated,
+            "bootstrap": None if self.intervals is None else self.intervals.to_json_dict(),
             "paper": self.to_dict(),
         }
 
@@ -176,6 +216,8 @@ class ReconstructionMatrix:
             title=self.title,
             marked=self.dominated.to_numpy(),
             note=note,
+            low=None if self.intervals is None else self.intervals.low,
+            high=None if self.intervals is None else self.intervals.high,
         )
 
     def save(self, directory: str | Path, stem: str | None = None) -> dict[str, Path]:

@@ -288,8 +288,48 @@ def fit_global(
     moments, gathered = subset_statistics(
         features, labels, method, scheduler, backend, progress, test_rows
     )
+    _warn_underdetermined(features, pairs, moments[FOLD1].count + moments[FOLD2].count)
+    centre, scale, fits = fit_moments(features, moments, pairs, ridge, scaler, method, distortion)
+    return GlobalFit(
+        features,
+        split,
+        labels,
+        centre,
+        scale,
+        pairs=fits,
+        method=method,
+        backend=backend,
+        test_values=gathered,
+    )
+
+
+def fit_moments(
+    features: FeatureSet,
+    moments: list,
+    pairs: list[Pair],
+    ridge: RidgeSettings,
+    scaler: ScalerSettings,
+    method: str = "qr",
+    distortion: bool = False,
+) -> tuple[np.ndarray, np.ndarray, dict[Pair, PairFit]]:
+    """The small solves of :func:`fit_global`, from the subsets' moments.
+
+    Parameters
+    ----------
+    moments : list of Moments
+        Fold 1, fold 2 and the test rows, on the host, aligned (as
+        :func:`subset_statistics` returns them, or a bootstrap resample's).
+    pairs, ridge, scaler, method, distortion
+        As in :func:`fit_global`.
+
+    Returns
+    -------
+    centre, scale : numpy.ndarray
+        The scaler fitted on the train rows.
+    fits : dict of (source, target) to PairFit
+        In the order of ``pairs``.
+    """
     train = merge_moments(moments[FOLD1 : FOLD2 + 1], method, np)
-    _warn_underdetermined(features, pairs, train.count)
     centre, scale = fit_scaler(train, features, scaler, method)
     power = exponents_of(train)  # the moments' units: the data times 2**-power
     centre_units, scale_units = np.ldexp(centre, -power), np.ldexp(scale, -power)
@@ -303,10 +343,7 @@ def fit_global(
         raise _solver_failed(error, method, pairs) from None
     counts = {FOLD1: moments[FOLD1].count, FOLD2: moments[FOLD2].count, TEST: moments[TEST].count}
     counts["train"] = train.count
-
-    result = GlobalFit(
-        features, split, labels, centre, scale, method=method, backend=backend, test_values=gathered
-    )
+    fits: dict[Pair, PairFit] = {}
     n_cols = features.n_columns
     svds = {}
     for source in dict.fromkeys(source for source, _ in pairs):
@@ -324,16 +361,13 @@ def fit_global(
             )
             for k in (FOLD1, FOLD2, "train")
         }
-        fits = ridge_2fold(
+        ridge_fits = ridge_2fold(
             sub[FOLD1],
             sub[FOLD2],
             sub["train"],
             ridge,
             _rcond(features, source, train.count, ridge),
         )
-        for target, b, fit in zip(targets, columns, fits, strict=True):
-            result.pairs[(source, target)] = _pair_fit(
-                fit, a, b, factors, counts, n_cols, distortion
-            )
-    result.pairs = {pair: result.pairs[pair] for pair in pairs}
-    return result
+        for target, b, fit in zip(targets, columns, ridge_fits, strict=True):
+            fits[(source, target)] = _pair_fit(fit, a, b, factors, counts, n_cols, distortion)
+    return centre, scale, {pair: fits[pair] for pair in pairs}

@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 
 from fredask.backend import r_factor, to_device, to_host
-from fredask.stats.splits import N_SUBSETS
 
 #: Scatter forms a global fit can use (``"diagonal"`` serves only the scalers).
 METHODS = ("qr", "gram")
@@ -181,8 +180,8 @@ def merge_moments(parts, method: str, xp) -> Moments | None:
 
 
 def merge_subsets(groups, method: str, xp) -> tuple[Moments | None, ...]:
-    """Merge per-subset moments of several chunks, subset by subset."""
-    return tuple(merge_moments([g[s] for g in groups], method, xp) for s in range(N_SUBSETS))
+    """Merge per-subset (or per group and subset) moments of several chunks, entry by entry."""
+    return tuple(merge_moments([g[s] for g in groups], method, xp) for s in range(len(groups[0])))
 
 
 def factor_about(moments: Moments, centre, method: str, xp):

@@ -35,15 +35,30 @@ def gather_rows(blocks, rows, xp):
     return out
 
 
-def statistics_kernel(labels, *blocks, names, offset, method, xp):
-    """Moments of fold 1, fold 2 and test rows of one chunk."""
+def statistics_kernel(labels, *blocks, names, offset, method, xp, groups=None, n_groups=1):
+    """Moments of fold 1, fold 2 and test rows of one chunk.
+
+    With ``groups`` (the chunk's group of every row, in ``[0, n_groups)``),
+    one moments object per group and subset, in the order
+    ``group * N_SUBSETS + subset`` (the bootstrap's resampling units,
+    :mod:`fredask.measures.bootstrap`); rows are visited group by group
+    through one stable sort, so the work is that of the ungrouped kernel.
+    """
     labels = to_device(labels, xp)
     blocks = [to_device(block, xp) for block in blocks]
     check_finite(blocks, labels != UNUSED, names, offset, xp)
+    n_codes = N_SUBSETS * n_groups
+    if groups is None:
+        codes = xp.astype(labels, xp.int64)
+    else:
+        codes = xp.astype(labels, xp.int64) + N_SUBSETS * xp.astype(to_device(groups, xp), xp.int64)
+        codes = xp.where(labels == UNUSED, n_codes, codes)
+    order = xp.argsort(codes, stable=True)
+    bounds = to_host(xp.searchsorted(codes[order], xp.arange(n_codes + 1, dtype=xp.int64)))
     out = []
-    for subset in range(N_SUBSETS):
-        rows = xp.nonzero(labels == subset)[0]
-        z = gather_rows(blocks, rows, xp) if rows.shape[0] else None
+    for code in range(n_codes):
+        lo, hi = int(bounds[code]), int(bounds[code + 1])
+        z = gather_rows(blocks, order[lo:hi], xp) if hi > lo else None
         out.append(None if z is None else subset_moments(z, method, xp))
     return tuple(out)
 
@@ -91,17 +106,34 @@ def chunk_tasks(features: FeatureSet, labels: np.ndarray, keep):
 
 
 def statistics_graph(
-    features: FeatureSet, labels: np.ndarray, method: str, xp=np, split_every: int | None = None
+    features: FeatureSet,
+    labels: np.ndarray,
+    method: str,
+    xp=np,
+    split_every: int | None = None,
+    groups: np.ndarray | None = None,
 ):
     """The delayed moments of fold 1, fold 2 and test rows of all models.
 
     Chunks whose rows are all unused are not read.  Partial moments merge in a
     tree of fan-in ``split_every``.  Computing this together with other graphs
     over the same chunks (one ``compute`` call) reads each chunk once.
+    With ``groups`` (one non-negative group per row), the moments of every
+    group and subset (:func:`statistics_kernel`).
     """
     kernel = dask.delayed(statistics_kernel, pure=True)
+    n_groups = 1 if groups is None else int(groups.max()) + 1
     parts = [
-        kernel(lab, *blocks, names=features.names, offset=start, method=method, xp=xp)
+        kernel(
+            lab,
+            *blocks,
+            names=features.names,
+            offset=start,
+            method=method,
+            xp=xp,
+            groups=None if groups is None else groups[start : start + lab.shape[0]],
+            n_groups=n_groups,
+        )
         for lab, blocks, start in chunk_tasks(
             features, labels, lambda lab: bool((lab != UNUSED).any())
         )
