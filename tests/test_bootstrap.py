@@ -162,3 +162,25 @@ def test_saved_matrix_and_heat_map_carry_the_intervals(tmp_path):
     texts = [t.get_text() for t in result.plot().axes[0].texts]
     low, high = result.intervals.low.loc["x", "y"], result.intervals.high.loc["x", "y"]
     assert any(f"[{low:.3f}, {high:.3f}]" in t for t in texts)
+
+
+def test_cli_bootstrap_writes_intervals_and_refuses_what_it_cannot_resample(tmp_path, capsys):
+    from fredask.cli import main
+    from fredask.store.datasets import write_synthetic_store
+
+    store = tmp_path / "s.zarr"
+    write_synthetic_store(store, n_rows=600, chunk_rows=256)
+    argv = ["compare", str(store), "--cluster", "threads", "--output", str(tmp_path / "out")]
+    main([*argv, "--metric", "gfre", "lfre", "--bootstrap", "30", "--confidence", "0.8"])
+    for metric in ("gfre", "lfre"):
+        saved = json.loads((tmp_path / "out" / f"{metric}.json").read_text())["bootstrap"]
+        assert saved["n_resamples"] == 30 and saved["confidence"] == 0.8
+        assert saved["low"]["smooth-64"]["sharp-64"] < saved["high"]["smooth-64"]["sharp-64"]
+    for extra, message in [
+        (["--metric", "cka", "--bootstrap", "5"], "--metric cka has no per-row values"),
+        (["--confidence", "0.8"], "--confidence applies with --bootstrap only"),
+        (["--bootstrap", "0"], "at least 1 resample"),
+        (["--bootstrap", "5", "--reference", "smooth-64"], "--bootstrap applies with the all-pairs"),
+    ]:
+        with pytest.raises(SystemExit, match=message):
+            main([*argv, *extra])

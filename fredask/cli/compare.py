@@ -177,10 +177,38 @@ def resolve_request(args: argparse.Namespace) -> tuple[list[str], str]:
         given(args, {"reference": "--reference"}),
         "with --level atom only (at structure level, compare all pairs)",
     )
+    refuse_unless(
+        args.bootstrap is not None,
+        given(args, {"confidence": "--confidence"}),
+        "with --bootstrap only",
+    )
+    refuse_unless(
+        args.reference is None,
+        given(args, {"bootstrap": "--bootstrap"}),
+        "with the all-pairs matrix only, not --reference",
+    )
+    if args.bootstrap is not None:
+        without = [m for m in metrics if m in ("cka", "cca", "procrustes")]
+        if without:
+            raise CommandError(
+                f"--bootstrap: --metric {without[0]} has no per-row values to resample; "
+                "intervals are for gfre, gfrd, lfre and mutual_knn"
+            )
+        bootstrap_option(args)  # its settings refused before any work
     writable_folder(args.output)
     args.n_test = DEFAULT_N_TEST if args.n_test is None else args.n_test
     args.seed = 0 if args.seed is None else args.seed
     return metrics, kind
+
+
+def bootstrap_option(args: argparse.Namespace) -> dict:
+    """``{"bootstrap": Bootstrap}`` for ``--bootstrap B [--confidence C]``, else ``{}``."""
+    if args.bootstrap is None:
+        return {}
+    from fredask.measures.bootstrap import DEFAULT_CONFIDENCE, Bootstrap
+
+    confidence = DEFAULT_CONFIDENCE if args.confidence is None else args.confidence
+    return {"bootstrap": Bootstrap(args.bootstrap, confidence)}
 
 
 def ridge(args: argparse.Namespace):
@@ -217,10 +245,12 @@ def compare_atoms(args: argparse.Namespace, metrics: list[str], kind: str) -> No
         method=method,
         row_structures=rows,
         reference=args.reference,
+        **bootstrap_option(args),
     )
     metadata = split_metadata(args, kind, store, features)
     client = cluster_client(args)
     device = checked_device(args, client)
+    extra = bootstrap_option(args)
     for metric in metrics:
         start = time.perf_counter()
         if args.reference is None:
@@ -238,6 +268,7 @@ def compare_atoms(args: argparse.Namespace, metrics: list[str], kind: str) -> No
             row_structures=rows,
             device=device,
             kept_variance=args.kept_variance if metric == "cca" else None,
+            **extra,
         )
         print(f"{metric.upper()} of {len(features)} models in {time.perf_counter() - start:.1f} s")
         save_and_print(with_metadata(result, **metadata), args.output, stem)
@@ -276,6 +307,8 @@ def check_structure_request(args, store, names, metrics, split) -> str | None:
     str or None
         The model whose orders are compared (None: no order matrix).
     """
+    import numpy as np
+
     from fredask.compare.matrix import check_comparison
     from fredask.structure.compare import order_descriptors
 
@@ -289,7 +322,16 @@ def check_structure_request(args, store, names, metrics, split) -> str | None:
         n_features = store.features(order_model).shape[1]
         checks.append(order_descriptors(planned[order_model], n_features))
     for inputs in checks:
-        check_comparison(inputs, metrics, split, args.n_local_points, level="structure", **method)
+        check_comparison(
+            inputs,
+            metrics,
+            split,
+            args.n_local_points,
+            level="structure",
+            row_structures=np.arange(store.n_structures),
+            **method,
+            **bootstrap_option(args),
+        )
     return order_model or None
 
 
@@ -317,6 +359,7 @@ def compare_structures(args: argparse.Namespace, metrics: list[str], kind: str) 
         write_cumulants(store, name, client=client, device=device)
     metadata = split_metadata(args, kind, store, names)
     options = {"method": args.method} if args.method else {}
+    options.update(bootstrap_option(args))
     results = structure_comparisons(
         store,
         metrics,
@@ -457,6 +500,19 @@ def add_parsers(sub) -> None:
         metavar="MODEL",
         help="every other model against MODEL, both directions (the training-progress curve: "
         "2 (n - 1) pairs, not the n x n matrix); writes <metric>_vs_<MODEL>.*",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        metavar="B",
+        help="percentile intervals from B resamples of the test rows' structures (gfre, gfrd, "
+        "lfre, mutual_knn; the fits held fixed, the target's scale resampled), in the JSON "
+        "and under each number of the heat map",
+    )
+    p.add_argument(
+        "--confidence",
+        type=float,
+        help="--bootstrap: share of the resamples between the interval's ends (default 0.9)",
     )
     add_cluster_argument(p)
     add_device_argument(p)
