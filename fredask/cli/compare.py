@@ -183,6 +183,11 @@ def resolve_request(args: argparse.Namespace) -> tuple[list[str], str]:
         "with --bootstrap only",
     )
     refuse_unless(
+        not structure and args.reference is None,
+        given(args, {"baseline": "--baseline"}),
+        "with the atom-level all-pairs matrix only",
+    )
+    refuse_unless(
         args.reference is None,
         given(args, {"bootstrap": "--bootstrap"}),
         "with the all-pairs matrix only, not --reference",
@@ -269,6 +274,7 @@ def compare_atoms(args: argparse.Namespace, metrics: list[str], kind: str) -> No
             device=device,
             kept_variance=args.kept_variance if metric == "cca" else None,
             **extra,
+            **({"baseline": args.baseline} if args.baseline else {}),
         )
         print(f"{metric.upper()} of {len(features)} models in {time.perf_counter() - start:.1f} s")
         save_and_print(with_metadata(result, **metadata), args.output, stem)
@@ -513,6 +519,12 @@ def add_parsers(sub) -> None:
         "--confidence",
         type=float,
         help="--bootstrap: share of the resamples between the interval's ends (default 0.9)",
+    )
+    p.add_argument(
+        "--baseline",
+        choices=("random",),
+        help="also each pair's chance level: the same measure from standard-normal features "
+        "of the source's width to the target, on the same rows (one more pass)",
     )
     add_cluster_argument(p)
     add_device_argument(p)

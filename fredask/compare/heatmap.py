@@ -41,6 +41,7 @@ def heatmap(
     note: str | None = None,
     low: pd.DataFrame | None = None,
     high: pd.DataFrame | None = None,
+    chance: pd.DataFrame | None = None,
 ):
     """Annotated heat map: rows are sources, columns are targets, colours 0..vmax.
 
@@ -63,6 +64,8 @@ def heatmap(
         The dagger's explanation, added under the axis when a cell is marked.
     low, high : pandas.DataFrame, optional
         Interval ends (same layout), printed under each number as ``[low, high]``.
+    chance : pandas.DataFrame, optional
+        Chance levels (same layout), printed under each number as ``chance x``.
 
     Returns
     -------
@@ -72,7 +75,7 @@ def heatmap(
     n_rows, n_cols = values.shape
     marked = np.zeros(values.shape, dtype=bool) if marked is None else np.asarray(marked)
     if ax is None:
-        size = 1.2 + (0.9 if low is None else 1.2) * max(n_rows, n_cols)
+        size = 1.2 + (0.9 if low is None and chance is None else 1.3) * max(n_rows, n_cols)
         ax = Figure(figsize=(size + 1.5, size + 0.3), layout="constrained").add_subplot()
     cmap = colormaps["viridis"].with_extremes(over=OVER_COLOUR)
     over = np.isfinite(values) & (values > vmax)
@@ -93,6 +96,8 @@ def heatmap(
             text = f"{value:.3f}" + (DAGGER if marked[i, j] else "")
             if low is not None and high is not None:
                 text += f"\n[{low.iat[i, j]:.3f}, {high.iat[i, j]:.3f}]"
+            if chance is not None:
+                text += f"\nchance {chance.iat[i, j]:.3f}"
             ax.text(
                 j,
                 i,
@@ -100,7 +105,7 @@ def heatmap(
                 ha="center",
                 va="center",
                 color="black" if light else "white",
-                fontsize=9 if low is None else 7,
+                fontsize=9 if low is None and chance is None else 7,
                 fontweight="bold" if over[i, j] else "normal",
             )
     ax.figure.colorbar(

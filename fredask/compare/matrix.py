@@ -18,6 +18,7 @@ import pandas as pd
 
 from fredask.backend import ArrayBackend, resolve_backend
 from fredask.cluster.clients import resolve_client
+from fredask.compare.baseline import baseline_pairs, check_baseline, with_random_sources
 from fredask.compare.distribution import summary_frame
 from fredask.compare.result import LEVELS, Intervals, ReconstructionMatrix
 from fredask.errors import FredaskError
@@ -289,6 +290,7 @@ def reconstruction_matrix(
     row_structures=None,
     kept_variance: float | None = None,
     bootstrap: Bootstrap | int | None = None,
+    baseline: str | None = None,
 ) -> ReconstructionMatrix:
     """Reconstruction errors between all ordered pairs of models, in one pass.
 
@@ -340,6 +342,11 @@ def reconstruction_matrix(
         it, every row is its own unit); an int is the number of resamples
         at 90% confidence.  For gfre, gfrd, lfre and mutual_knn
         (:mod:`fredask.measures.bootstrap`: the fits are held fixed).
+    baseline : {"random"}, optional
+        Also compute every pair's chance level (``ReconstructionMatrix.baseline``):
+        the same measure from standard-normal features of the source's width
+        to the target, on the same rows (:mod:`fredask.compare.baseline`);
+        one more pass.
 
     Returns
     -------
@@ -367,22 +374,30 @@ def reconstruction_matrix(
         row_structures=row_structures,
         bootstrap=bootstrap,
     )
+    check_baseline(baseline)
     feature_set, split = request.features, request.split
     names = feature_set.names
     pairs = request.pairs
-    found = pair_errors(
-        request,
-        metric,
-        pairs,
-        scaler=scaler,
-        estimator=estimator,
-        method=method,
-        n_local_points=n_local_points,
-        client=client,
-        progress=progress,
-        device=device,
-        kept_variance=kept_variance,
-    )
+    settings = {
+        "scaler": scaler,
+        "estimator": estimator,
+        "method": method,
+        "n_local_points": n_local_points,
+        "client": client,
+        "progress": progress,
+        "device": device,
+        "kept_variance": kept_variance,
+    }
+    found = pair_errors(request, metric, pairs, **settings)
+    chance = None
+    if baseline is not None:
+        augmented = with_random_sources(feature_set)
+        random_request = check_comparison(
+            augmented, [metric], split, n_local_points, method=method, level=level
+        )
+        random_pairs = baseline_pairs(pairs)
+        values = pair_errors(random_request, metric, random_pairs, **settings).values
+        chance = {pair: values[r] for pair, r in zip(pairs, random_pairs, strict=True)}
     index = pd.Index(names, name="source")
     columns = pd.Index(names, name="target")
 
@@ -408,6 +423,7 @@ def reconstruction_matrix(
         if found.pointwise is None
         else summary_frame(found.pointwise, found.values, split.test_idx, request.row_structures),
         intervals=bounds,
+        baseline=None if chance is None else square(chance),
     )
 
 

@@ -12,6 +12,7 @@ skipped structures).  :meth:`ReconstructionMatrix.save` writes::
                          "dominated": [[source, target], ...],
                          "bootstrap": null or {"n_resamples", "confidence",
                                       "random_state", "unit", "low", "high"},
+                         "baseline": null or {"kind": "random", "values"},
                          "paper": <the paper's schema, to_dict()>}
     <stem>.csv          the matrix (rows source, columns target)
     <stem>_errors.csv   one row per pair: value, median, p90, p99, top1_share,
@@ -106,6 +107,9 @@ class ReconstructionMatrix:
         The model whose orders are compared (``level="order"``).
     intervals : Intervals or None
         Bootstrap percentile intervals of every entry, when asked for.
+    baseline : pandas.DataFrame or None
+        Every entry's chance level (random source features of the same
+        width, :mod:`fredask.compare.baseline`), when asked for.
     metadata : dict
         Free, JSON-serialisable context (seed, split kind, store, skipped
         structures...), written into the JSON; fill it with
@@ -122,6 +126,7 @@ class ReconstructionMatrix:
     errors: pd.DataFrame | None = None
     model: str | None = None
     intervals: Intervals | None = None
+    baseline: pd.DataFrame | None = None
     metadata: dict = field(default_factory=dict)
 
     @property
@@ -194,6 +199,9 @@ class ReconstructionMatrix:
             "errors": summaries,
             "dominated": dominated,
             "bootstrap": None if self.intervals is None else self.intervals.to_json_dict(),
+            "baseline": None
+            if self.baseline is None
+            else {"kind": "random", "values": _nested(self.baseline)},
             "paper": self.to_dict(),
         }
 
@@ -218,6 +226,7 @@ class ReconstructionMatrix:
             note=note,
             low=None if self.intervals is None else self.intervals.low,
             high=None if self.intervals is None else self.intervals.high,
+            chance=self.baseline,
         )
 
     def save(self, directory: str | Path, stem: str | None = None) -> dict[str, Path]:
