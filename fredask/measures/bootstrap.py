@@ -2,7 +2,7 @@
 
 GFRE, GFRD and LFRE are each the root mean square of per-test-row numbers
 ``e_i`` (the pointwise errors or distortions), the mutual k-NN agreement the
-mean of per-test-row shares (docs/method.md, section 13).  Atoms of one
+mean of per-test-row shares (docs/method.md, section 14).  Atoms of one
 structure are not independent (they share a geometry and, through message
 passing, each other's features), so the resampling unit is the structure:
 a resample draws structures with replacement, every drawn structure
