@@ -173,3 +173,19 @@ def test_cli_similarity_metrics(tmp_path, capsys):
         assert (tmp_path / "out" / f"{metric}.png").stat().st_size > 10_000
     with pytest.raises(SystemExit, match="--kept-variance applies to --metric cca"):
         main([*argv, "--metric", "cka", "--kept-variance", "0.9"])
+
+
+def test_global_matrices_equal_the_separate_matrices_from_one_pass():
+    """GFRE, GFRD and the similarities from one pass equal each metric computed alone."""
+    from fredask.compare.matrix import global_matrices, reconstruction_matrix
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(700, 6))
+    data = {"x": x, "y": (x[:, :4] @ rng.normal(size=(4, 5))).astype(np.float32), "z": x[:, :2]}
+    together = global_matrices(data, client="sync", progress=False, kept_variance=0.99)
+    assert list(together) == ["gfre", "gfrd", "cka", "cca", "procrustes"]
+    for metric, result in together.items():
+        options = {"kept_variance": 0.99} if metric == "cca" else {}
+        alone = reconstruction_matrix(data, metric, client="sync", progress=False, **options)
+        np.testing.assert_allclose(result.matrix, alone.matrix, rtol=1e-10, atol=1e-12)
+        assert (result.errors is None) == (alone.errors is None)

@@ -9,6 +9,7 @@ calls it first and then computes one metric's matrix (a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -31,7 +32,12 @@ from fredask.measures.local_fit import (
     neighbour_counts,
 )
 from fredask.measures.mutual_knn import mutual_neighbours
-from fredask.measures.similarity import SIMILARITY_METRICS, SYMMETRIC_METRICS, similarities
+from fredask.measures.similarity import (
+    SIMILARITY_METRICS,
+    SYMMETRIC_METRICS,
+    similarities,
+    similarities_of,
+)
 from fredask.solvers.settings import RidgeSettings
 from fredask.stats.features import FeatureSet, Pair, as_feature_set
 from fredask.stats.moments import METHODS
@@ -55,6 +61,7 @@ __all__ = [
     "ComparisonRequest",
     "ReconstructionMatrix",
     "check_comparison",
+    "global_matrices",
     "reconstruction_matrix",
 ]
 
@@ -376,7 +383,6 @@ def reconstruction_matrix(
     )
     check_baseline(baseline)
     feature_set, split = request.features, request.split
-    names = feature_set.names
     pairs = request.pairs
     settings = {
         "scaler": scaler,
@@ -398,6 +404,19 @@ def reconstruction_matrix(
         random_pairs = baseline_pairs(pairs)
         values = pair_errors(random_request, metric, random_pairs, **settings).values
         chance = {pair: values[r] for pair, r in zip(pairs, random_pairs, strict=True)}
+    return as_matrix(request, metric, found, method, level, chance)
+
+
+def as_matrix(
+    request: ComparisonRequest,
+    metric: str,
+    found: PairErrors,
+    method: str,
+    level: str,
+    chance: dict[Pair, float] | None = None,
+) -> ReconstructionMatrix:
+    """The :class:`ReconstructionMatrix` of one metric's :class:`PairErrors` (all pairs)."""
+    names = request.features.names
     index = pd.Index(names, name="source")
     columns = pd.Index(names, name="target")
 
@@ -411,6 +430,7 @@ def reconstruction_matrix(
             square({p: hi for p, (_, hi) in found.intervals.items()}),
             request.bootstrap,
         )
+    split = request.split
     return ReconstructionMatrix(
         metric,
         square(found.values),
@@ -425,6 +445,123 @@ def reconstruction_matrix(
         intervals=bounds,
         baseline=None if chance is None else square(chance),
     )
+
+
+def global_matrices(
+    features: Mapping[str, object],
+    metrics: Sequence[str] = ("gfre", "gfrd", "cka", "cca", "procrustes"),
+    *,
+    split: Split | None = None,
+    train_idx=None,
+    test_idx=None,
+    scaler=None,
+    estimator=None,
+    method: str = "qr",
+    client=None,
+    progress: bool = True,
+    device: str | ArrayBackend = "cpu",
+    level: str = "atom",
+    row_structures=None,
+    kept_variance: float | None = None,
+    bootstrap: Bootstrap | int | None = None,
+) -> dict[str, ReconstructionMatrix]:
+    """Several global matrices from one pass: GFRE, GFRD and the similarities.
+
+    The fit's pass keeps the test rows' moments, which are all the CKA, CCA
+    and Procrustes distance need (:func:`fredask.measures.similarity.similarities_of`),
+    so the similarities add small solves only.  The arguments are those of
+    :func:`reconstruction_matrix`; ``bootstrap`` applies to gfre and gfrd.
+
+    Returns
+    -------
+    dict of str to ReconstructionMatrix
+        By metric, in the order of ``metrics``.
+    """
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    allowed = (*GLOBAL_METRICS, *SIMILARITY_METRICS)
+    unknown = [m for m in metrics if m not in allowed]
+    if unknown:
+        raise ComparisonError(
+            f"global_matrices computes {', '.join(allowed)}; not {unknown[0]!r} (use "
+            "reconstruction_matrix)"
+        )
+    if scaler is not None and any(m in SIMILARITY_METRICS for m in metrics):
+        raise ComparisonError("the similarities apply no scaler; compute them without one")
+    common = {"train_idx": train_idx, "test_idx": test_idx, "method": method, "level": level}
+    request = check_comparison(features, metrics, split, row_structures=row_structures, **common)
+    fitted = [m for m in metrics if m in GLOBAL_METRICS]
+    if bootstrap is not None:
+        request = dataclasses.replace(
+            request,
+            bootstrap=check_comparison(
+                request.features,
+                fitted,
+                request.split,
+                row_structures=row_structures,
+                bootstrap=bootstrap,
+                method=method,
+                level=level,
+            ).bootstrap,
+        )
+    ridge = (
+        RidgeSettings(precision="float64")
+        if estimator is None
+        else (RidgeSettings.from_estimator(estimator))
+    )
+    scheduler = resolve_client(client)
+    fit = fit_global(
+        request.features,
+        request.split,
+        request.pairs,
+        ridge=ridge,
+        scaler=ScalerSettings.from_scaler(scaler),
+        method=method,
+        distortion="gfrd" in metrics,
+        scheduler=scheduler,
+        progress=progress,
+        device=device,
+        gather_test=True,
+    )
+    out = {}
+    nan = float("nan")
+    for metric in metrics:
+        if metric in SIMILARITY_METRICS:
+            found = similarities_of(
+                request.features,
+                fit.test_moments,
+                request.pairs,
+                metric,
+                method,
+                kept_variance if metric == "cca" else None,
+            )
+            values = {pair: r.value for pair, r in found.items()}
+            errors = PairErrors(values, dict.fromkeys(values, nan), None, "none")
+        else:
+            kind = "distortion" if metric == "gfrd" else "error"
+            table = fit.pointwise(kind, request.pairs, scheduler=scheduler, progress=progress)
+            pointwise = {pair: table[:, i] for i, pair in enumerate(request.pairs)}
+            bounds = None
+            if request.bootstrap is not None:
+                bounds = bootstrap_intervals(
+                    pointwise,
+                    request.features,
+                    request.split,
+                    request.row_structures,
+                    request.bootstrap,
+                    scaler=ScalerSettings.from_scaler(scaler),
+                    scheduler=scheduler,
+                    backend=fit.backend,
+                    progress=progress,
+                )
+            errors = PairErrors(
+                {pair: getattr(r, metric) for pair, r in fit.pairs.items()},
+                {pair: r.ridge.alpha for pair, r in fit.pairs.items()},
+                pointwise,
+                ridge.precision,
+                bounds,
+            )
+        out[metric] = as_matrix(request, metric, errors, method, level)
+    return out
 
 
 def pair_errors(

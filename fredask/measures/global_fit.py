@@ -26,6 +26,7 @@ from fredask.solvers.settings import RidgeSettings
 from fredask.stats.features import FeatureSet, Pair
 from fredask.stats.moments import (
     METHODS,
+    Moments,
     align_moments,
     exponents_of,
     factor_about,
@@ -82,6 +83,7 @@ class GlobalFit:
     method: str = "qr"
     backend: ArrayBackend = NUMPY
     test_values: dict[str, np.ndarray] | None = None
+    test_moments: Moments | None = None
 
     def pointwise(
         self,
@@ -300,6 +302,7 @@ def fit_global(
         method=method,
         backend=backend,
         test_values=gathered,
+        test_moments=moments[TEST],
     )
 
 

@@ -205,7 +205,24 @@ def similarities(
     labels = row_labels(features.n_rows, split, None, False)  # the folds do not matter
     backend = resolve_backend(device, features.arrays, scheduler)
     moments, _ = subset_statistics(features, labels, method, scheduler, backend, progress)
-    test = moments[TEST]
+    return similarities_of(features, moments[TEST], pairs, metric, method, kept_variance)
+
+
+def similarities_of(
+    features: FeatureSet,
+    test,
+    pairs: Iterable[Pair],
+    metric: str,
+    method: str = "qr",
+    kept_variance: float | None = None,
+) -> dict[Pair, Similarity]:
+    """:func:`similarities` from the test rows' moments (of a pass already made).
+
+    ``test`` is the :class:`~fredask.stats.moments.Moments` of the test rows
+    (on the host), e.g. :attr:`fredask.measures.global_fit.GlobalFit.test_moments`,
+    so a GFRE matrix and every similarity share one pass.
+    """
+    check_options(metric, kept_variance)
     factor = factor_about(test, test.mean, method, np)
     rcond = None
     if method == "gram":  # singular values of an eigh factor carry sqrt(eps) errors
