@@ -228,3 +228,13 @@ def test_paper_extrapolation():
     # scikit-matter: 1.5 s for 1 row, 3 s for 4 rows -> 0.5 s a row, 1 s fixed
     assert pair_estimate(1.5, 3.0, 4, 100) == pytest.approx(51.0)
     assert pair_estimate(1.5, None, 0, 100) == pytest.approx(150.0)
+
+
+def test_measures_benchmark(tmp_path):
+    results = run_script("measures", tmp_path, "--sizes", "40000")
+    page = (results / "measures.md").read_text()
+    assert "| N | structures | gfre s | all global s | all global / gfre |" in page
+    [r] = json.loads((results / "measures.json").read_text())["results"]
+    assert all(r["seconds"][kind] > 0 for kind in ("gfre", "all_global", "bootstrap"))
+    # the GFRE computed with the similarities is the GFRE computed alone
+    assert r["gfre_agreement"] < 1e-12 and r["interval_width"] > 0
