@@ -20,6 +20,7 @@ ALLOWED = {
     "compare": {"backend", "cluster", "stats", "solvers", "measures"},
     "structure": {"backend", "cluster", "store", "stats", "solvers", "measures", "compare"},
     "extract": {"backend", "cluster", "store"},
+    "maps": {"backend", "cluster", "store", "stats", "structure"},
 }
 
 

@@ -1,9 +1,10 @@
 """Command line: ``fredask extract | ingest | info | verify | outliers | compare | cumulants``.
 
-And ``demo``, ``bench`` and ``cluster``; every command that runs Dask work takes
-``--cluster``.  Each module adds its commands to the parser: :mod:`.store`
-(extract, ingest, info), :mod:`.audit` (verify, outliers), :mod:`.compare`
-(compare, cumulants), :mod:`.demo`, :mod:`.bench`, :mod:`.cluster`.
+And ``pcovr``, ``demo``, ``bench`` and ``cluster``; every command that runs Dask
+work takes ``--cluster``.  Each module adds its commands to the parser:
+:mod:`.store` (extract, ingest, info), :mod:`.audit` (verify, outliers),
+:mod:`.compare` (compare, cumulants), :mod:`.pcovr`, :mod:`.demo`,
+:mod:`.bench`, :mod:`.cluster`.
 
 Building the parser imports no Dask, Zarr, torch or matplotlib (each command
 imports what it needs), so ``--help`` and argument errors return at once.
@@ -22,7 +23,7 @@ import logging
 import sys
 import warnings
 
-from fredask.cli import audit, bench, cluster, compare, demo, store
+from fredask.cli import audit, bench, cluster, compare, demo, pcovr, store
 from fredask.cli.checks import check_ranges
 from fredask.errors import FredaskError
 
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_parsers(sub)
     audit.add_parsers(sub)
     compare.add_parsers(sub)
+    pcovr.add_parser(sub)
     demo.add_parser(sub)
     bench.add_parser(sub)
     cluster.add_parser(sub)

@@ -1,10 +1,11 @@
 """The store's own checks: cheap ones on open, a full read in ``verify``.
 
 * :func:`check_store` reads metadata and folder listings only: the structure
-  table against the atom count, each complete features array against the
-  shape, chunks, dtype and source its progress array recorded when it was
-  written (so an edited ``zarr.json`` is found), a checksum in its codecs,
-  every chunk file present.  The comparison runs it before reading.
+  table against the atom count (and its properties against their names),
+  each complete features array against the shape, chunks, dtype and source
+  its progress array recorded when it was written (so an edited
+  ``zarr.json`` is found), a checksum in its codecs, every chunk file
+  present.  The comparison runs it before reading.
 * :func:`verify_store` reads and decodes every chunk of every array against
   its checksum, recomputes every structure's fingerprint from its atoms, and
   looks for NaN rows outside the skipped structures.
@@ -24,6 +25,8 @@ STRUCTURE_GROUP = "structure_features"
 STAGING = "staging"
 #: The per-structure arrays of the structure table (beside cell and pbc).
 TABLE_FIELDS = ("n_atoms", "offset", "fingerprint", "subset", "source_file", "source_index")
+#: The optional property arrays of the structure table (:mod:`fredask.store.properties`).
+PROPERTY_FIELDS = ("property_names", "properties")
 
 
 def check_store(store, names=None) -> list[str]:
@@ -47,6 +50,7 @@ def check_store(store, names=None) -> list[str]:
                 f"{store.path}/structures/{name}: {table[name].shape[0]} rows, the store "
                 f"records {rows}"
             )
+    problems += _property_problems(store, table)
     names = store.feature_names() if names is None else names
     for name in names:
         problems += check_features(store, name)
@@ -59,6 +63,24 @@ def check_store(store, names=None) -> list[str]:
                         for path in missing_chunk_files(store.path, array)
                     ]
     return problems
+
+
+def _property_problems(store, table) -> list[str]:
+    """The property arrays of the table: both or neither, one column per name."""
+    present = [name for name in PROPERTY_FIELDS if name in table]
+    if not present:
+        return []
+    where = f"{store.path}/structures"
+    if len(present) == 1:
+        missing = next(name for name in PROPERTY_FIELDS if name not in present)
+        return [f"{where}/{missing}: missing (its {present[0]} exists)"]
+    expected = (store.n_structures, table["property_names"].shape[0])
+    if table["properties"].shape != expected:
+        return [
+            f"{where}/properties: shape {table['properties'].shape}, the store records "
+            f"{expected} (structures, property names)"
+        ]
+    return []
 
 
 def check_features(store, name: str) -> list[str]:

@@ -15,6 +15,10 @@ and the metadata is consolidated, so they open without warnings)::
     structures/pbc          (structure, 3)         bool
     structures/numbers      (atom,)                int16   atomic numbers
     structures/positions    (atom, 3)              float64
+    structures/property_names (property,)          str     numeric per-structure properties
+    structures/properties   (structure, property)  float64 read with the structures (energy,
+                            energy_per_atom, atoms.info numbers; NaN where missing); only
+                            where the structures had any (fredask.store.properties)
     features/<name>         (atom, <name>_feature) float32 or float64, chunks (C, n_features)
     progress/<name>         (chunk,)               uint8   1 once a row chunk is written
     structure_features/<name>/cumulants  (structure, <name>_cumulant)  float64
@@ -78,6 +82,8 @@ _DIMENSIONS = {
     "pbc": ("structure", "cell_vector"),
     "numbers": ("atom",),
     "positions": ("atom", "xyz"),
+    "property_names": ("property",),
+    "properties": ("structure", "property"),
 }
 
 
@@ -86,6 +92,8 @@ LOG = logging.getLogger("fredask")
 _EMPTY_GROUP = b'{"zarr_format": 3, "node_type": "group", "attributes": {}}'
 #: Writes every chunk, also those equal to the fill value, so a missing file is damage.
 _ALL_CHUNKS = {"write_empty_chunks": True}
+#: What a store without properties records (its structure files gave none).
+NO_PROPERTIES = "none (its structure files gave no energy and no numeric atoms.info entries)"
 
 
 class StoreError(FredaskError, ValueError):
@@ -140,6 +148,13 @@ class FeatureStore:
             values = getattr(structures, name)
             chunks = (chunk_rows * 4, *values.shape[1:])
             _write_array(table, name, values, _DIMENSIONS[name], chunks)
+        n_properties = structures.property_names.size
+        if n_properties:
+            names = structures.property_names
+            _write_array(table, "property_names", names, _DIMENSIONS["property_names"], names.shape)
+            chunks = (min(n_s, 2**20), n_properties)
+            values = structures.properties
+            _write_array(table, "properties", values, _DIMENSIONS["properties"], chunks)
         for name in ("features", "progress", "locks", STAGING, f"{STAGING}/features"):
             group.require_group(name)
         group.require_group(f"{STAGING}/progress")
@@ -243,10 +258,33 @@ class FeatureStore:
         return StructureTable(**{name: self._table(name) for name in names})
 
     def structures(self) -> pd.DataFrame:
-        """Per-structure table (no per-atom columns) as a DataFrame."""
-        return pd.DataFrame({name: self._table(name) for name in TABLE_FIELDS}).rename_axis(
-            "structure"
-        )
+        """Per-structure table (no per-atom columns, with the properties) as a DataFrame."""
+        columns = {name: self._table(name) for name in TABLE_FIELDS}
+        names = self.property_names()
+        if names:
+            values = self._table("properties")
+            columns |= {name: values[:, j] for j, name in enumerate(names) if name not in columns}
+        return pd.DataFrame(columns).rename_axis("structure")
+
+    def property_names(self) -> list[str]:
+        """The numeric per-structure properties recorded with the structures (may be none)."""
+        if "property_names" not in self.group["structures"]:
+            return []
+        return [str(name) for name in self._table("property_names")]
+
+    def structure_property(self, name: str) -> np.ndarray:
+        """The values (float64, NaN where missing) of property ``name``, one per structure.
+
+        Raises
+        ------
+        StoreError
+            One line naming ``name`` and the properties the store records.
+        """
+        names = self.property_names()
+        if name not in names:
+            held = ", ".join(names) if names else NO_PROPERTIES
+            raise StoreError(f"{self.path}: no property {name!r}; the store records {held}")
+        return np.asarray(self._table("properties")[:, names.index(name)], dtype=np.float64)
 
     def structures_in_rows(self, start: int, stop: int) -> list:
         """``ase.Atoms`` of the structures with atoms in rows ``[start, stop)``.
@@ -784,6 +822,8 @@ class FeatureStore:
             lines.append(
                 "  subsets: " + ", ".join(f"{k or '(none)'} {v}" for k, v in subsets.items())
             )
+        if self.property_names():
+            lines.append("  properties: " + ", ".join(self.property_names()))
         for name in self.feature_names(complete_only=False):
             array = self.features(name)
             attrs = array.attrs

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fredask.errors import FredaskError
+from fredask.store.properties import property_table
 
 
 class StructureFileError(FredaskError, ValueError):
@@ -64,6 +65,12 @@ class StructureTable:
     pbc : numpy.ndarray of bool, shape (n_structures, 3)
     numbers : numpy.ndarray of int16, shape (n_atoms_total,)
     positions : numpy.ndarray of float64, shape (n_atoms_total, 3)
+    property_names : numpy.ndarray of str, shape (n_properties,)
+        Numeric per-structure properties read with the structures
+        (:mod:`fredask.store.properties`: ``atoms.info`` numbers, the
+        calculator's energy, ``energy_per_atom``); default none.
+    properties : numpy.ndarray of float64, shape (n_structures, n_properties)
+        Their values, NaN where a structure has none.
     """
 
     n_atoms: np.ndarray
@@ -76,6 +83,22 @@ class StructureTable:
     pbc: np.ndarray
     numbers: np.ndarray
     positions: np.ndarray
+    property_names: np.ndarray | None = None
+    properties: np.ndarray | None = None
+
+    def __post_init__(self):
+        names = np.array([] if self.property_names is None else self.property_names, dtype=str)
+        values = self.properties
+        if values is None:
+            values = np.full((self.n_structures, names.size), np.nan)
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (self.n_structures, names.size):
+            raise ValueError(
+                f"properties of shape {values.shape}; expected {(self.n_structures, names.size)} "
+                f"for {self.n_structures} structures and properties {names.tolist()}"
+            )
+        object.__setattr__(self, "property_names", names)
+        object.__setattr__(self, "properties", values)
 
     @property
     def n_structures(self) -> int:
@@ -104,6 +127,10 @@ class StructureTable:
             Index in that file (default: position in ``structures``).
         subset : str, sequence of str or None
             Subset label of each structure; default ``atoms.info["subset"]``.
+
+        The numeric properties of every structure (``atoms.info`` numbers, the
+        calculator's results, ``energy_per_atom``) are recorded as well
+        (:func:`fredask.store.properties.property_table`).
         """
         n = len(structures)
         if n == 0:
@@ -114,6 +141,7 @@ class StructureTable:
         n_atoms = np.array([len(a) for a in structures], dtype=np.int64)
         if subset is None:
             subset = [str(a.info.get("subset", "")) for a in structures]
+        property_names, properties = property_table(structures)
         return cls(
             n_atoms=n_atoms,
             offset=np.concatenate([[0], np.cumsum(n_atoms)[:-1]]).astype(np.int64),
@@ -127,10 +155,12 @@ class StructureTable:
             pbc=np.array([a.pbc for a in structures], dtype=bool),
             numbers=np.concatenate([a.numbers for a in structures]).astype(np.int16),
             positions=np.concatenate([a.positions for a in structures]).astype(np.float64),
+            property_names=property_names,
+            properties=properties,
         )
 
     def atoms(self, index: int):
-        """Rebuild structure ``index`` as ``ase.Atoms`` (with its subset in ``info``)."""
+        """Rebuild structure ``index`` as ``ase.Atoms`` (its subset and properties in ``info``)."""
         import ase
 
         start = int(self.offset[index])
@@ -142,6 +172,9 @@ class StructureTable:
             pbc=self.pbc[index],
         )
         atoms.info["subset"] = str(self.subset[index])
+        for name, value in zip(self.property_names, self.properties[index], strict=True):
+            if not np.isnan(value):
+                atoms.info[str(name)] = float(value)
         return atoms
 
     def structures_overlapping(self, start: int, stop: int) -> range:
