@@ -94,7 +94,7 @@ def test_coverage_over_structures_is_nominal():
 
 
 def test_coverage_over_atoms_is_too_low_for_correlated_atoms():
-    """Resampling atoms as if independent gives intervals too narrow: why the unit is the structure."""
+    """Resampling atoms as if independent gives too narrow intervals: the unit is the structure."""
     assert coverage(lambda s: np.arange(s.size), repetitions=60, tau=2.0) < 0.7
 
 
@@ -180,7 +180,7 @@ def test_cli_bootstrap_writes_intervals_and_refuses_what_it_cannot_resample(tmp_
         (["--metric", "cka", "--bootstrap", "5"], "--metric cka has no per-row values"),
         (["--confidence", "0.8"], "--confidence applies with --bootstrap only"),
         (["--bootstrap", "0"], "at least 1 resample"),
-        (["--bootstrap", "5", "--reference", "smooth-64"], "--bootstrap applies with the all-pairs"),
+        (["--bootstrap", "5", "--reference", "smooth-64"], "--bootstrap applies with the all"),
     ]:
         with pytest.raises(SystemExit, match=message):
             main([*argv, *extra])

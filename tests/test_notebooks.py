@@ -86,7 +86,9 @@ def test_quick_start(work):
         for suffix in (".json", ".csv", ".png"):
             assert (output / f"{stem}{suffix}").is_file(), stem + suffix
     assert "mean off-diagonal GFRE" in text_outputs(notebook)
-    assert images(notebook) >= 1
+    assert "90% interval [" in text_outputs(notebook)
+    assert (output / "gfre_bootstrap.json").is_file()
+    assert images(notebook) >= 2
 
 
 def test_scaling_study(work):
