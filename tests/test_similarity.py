@@ -155,6 +155,10 @@ def test_closed_forms_at_a_million_rows():
     covariance_y = a.T @ a + sigma**2 * np.eye(6)
     expected = np.linalg.norm(a) ** 2 / (2.0 * np.linalg.norm(covariance_y))
     assert cka.matrix.loc["x", "y"] == pytest.approx(expected, rel=5e-3)
+    debiased = reconstruction_matrix(
+        features, "cka", split=split, debiased=True, client="threads", progress=False
+    )
+    assert debiased.matrix.loc["x", "y"] == pytest.approx(expected, rel=5e-3)
 
 
 def test_cli_similarity_metrics(tmp_path, capsys):
@@ -173,6 +177,13 @@ def test_cli_similarity_metrics(tmp_path, capsys):
         assert (tmp_path / "out" / f"{metric}.png").stat().st_size > 10_000
     with pytest.raises(SystemExit, match="--kept-variance applies to --metric cca"):
         main([*argv, "--metric", "cka", "--kept-variance", "0.9"])
+    biased = json.loads((tmp_path / "out" / "cka.json").read_text())["paper"]
+    main([*argv, "--metric", "cka", "--debiased", "--output", str(tmp_path / "debiased")])
+    debiased = json.loads((tmp_path / "debiased" / "cka.json").read_text())["paper"]
+    pair = debiased["sharp-64"]["smooth-64"]
+    assert pair["A_to_B"] != biased["sharp-64"]["smooth-64"]["A_to_B"]
+    with pytest.raises(SystemExit, match="--debiased applies to --metric cka"):
+        main([*argv, "--metric", "cca", "--debiased"])
 
 
 def test_global_matrices_equal_the_separate_matrices_from_one_pass():
@@ -183,9 +194,83 @@ def test_global_matrices_equal_the_separate_matrices_from_one_pass():
     x = rng.normal(size=(700, 6))
     data = {"x": x, "y": (x[:, :4] @ rng.normal(size=(4, 5))).astype(np.float32), "z": x[:, :2]}
     together = global_matrices(data, client="sync", progress=False, kept_variance=0.99)
+    debiased = global_matrices(data, ("cka",), debiased=True, client="sync", progress=False)
+    alone = reconstruction_matrix(data, "cka", debiased=True, client="sync", progress=False)
+    np.testing.assert_allclose(debiased["cka"].matrix, alone.matrix, rtol=1e-10)
     assert list(together) == ["gfre", "gfrd", "cka", "cca", "procrustes"]
     for metric, result in together.items():
         options = {"kept_variance": 0.99} if metric == "cca" else {}
         alone = reconstruction_matrix(data, metric, client="sync", progress=False, **options)
         np.testing.assert_allclose(result.matrix, alone.matrix, rtol=1e-10, atol=1e-12)
         assert (result.errors is None) == (alone.errors is None)
+
+
+def direct_debiased_cka(x, y):
+    """Song et al.'s unbiased HSIC on the n x n kernels of the rows as given (not centred)."""
+    n = x.shape[0]
+
+    def hsic(k, m):
+        k, m = k.copy(), m.copy()
+        np.fill_diagonal(k, 0.0)
+        np.fill_diagonal(m, 0.0)
+        one = np.ones(n)
+        return (
+            np.sum(k * m)
+            + (one @ k @ one) * (one @ m @ one) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * (one @ k @ m @ one)
+        ) / (n * (n - 3))
+
+    kx, ky = x @ x.T, y @ y.T
+    return hsic(kx, ky) / np.sqrt(hsic(kx, kx) * hsic(ky, ky))
+
+
+@pytest.mark.parametrize("method", ["qr", "gram"])
+def test_debiased_cka_equals_the_kernel_formula(models, method):
+    """Against the n x n kernel formula on the raw (shifted, scaled, float32) test rows."""
+    split = Split(train_idx=np.arange(0, 300), test_idx=np.arange(300, 700))
+    result = reconstruction_matrix(
+        models, "cka", split=split, method=method, debiased=True, client="sync", progress=False
+    )
+    biased = reconstruction_matrix(models, "cka", split=split, client="sync", progress=False)
+    rtol = 1e-10 if method == "qr" else 1e-7
+    for a in models:
+        for b in models:
+            x = np.asarray(models[a], np.float64)[split.test_idx]
+            y = np.asarray(models[b], np.float64)[split.test_idx]
+            expected = direct_debiased_cka(x, y)
+            assert result.matrix.loc[a, b] == pytest.approx(expected, rel=rtol, abs=1e-12)
+    off = ~np.eye(len(models), dtype=bool)
+    assert (result.matrix.to_numpy()[off] != biased.matrix.to_numpy()[off]).all()
+
+
+def test_debiased_cka_of_unrelated_features_is_near_zero():
+    """The biased CKA of independent noise is ~p q / n-sized; the debiased one centres on 0."""
+    rng = np.random.default_rng(12)
+    data = {"x": rng.normal(size=(400, 30)), "y": rng.normal(size=(400, 40))}
+    split = Split(train_idx=np.arange(10), test_idx=np.arange(10, 400))
+    biased = reconstruction_matrix(data, "cka", split=split, client="sync", progress=False)
+    debiased = reconstruction_matrix(
+        data, "cka", split=split, debiased=True, client="sync", progress=False
+    )
+    assert biased.matrix.loc["x", "y"] > 0.05
+    assert abs(debiased.matrix.loc["x", "y"]) < 0.02
+
+
+def test_debiased_cka_of_huge_features_is_that_of_the_features_scaled_down():
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(300, 5))
+    y = x @ rng.normal(size=(5, 3)) + rng.normal(size=(300, 3))
+    huge = {"x": np.ldexp(x, 900), "y": np.ldexp(y, -900)}
+    plain = {"x": x, "y": y}
+    found = [
+        reconstruction_matrix(d, "cka", debiased=True, client="sync", progress=False).matrix
+        for d in (huge, plain)
+    ]
+    assert found[0].loc["x", "y"] == pytest.approx(found[1].loc["x", "y"], rel=1e-12)
+
+
+def test_debiased_is_refused_for_other_metrics(models):
+    from fredask.compare.matrix import ComparisonError
+
+    with pytest.raises(ComparisonError, match="debiased is an option of metric='cka' only"):
+        reconstruction_matrix(models, "cca", debiased=True, client="sync", progress=False)

@@ -183,6 +183,11 @@ def resolve_request(args: argparse.Namespace) -> tuple[list[str], str]:
         "with --bootstrap only",
     )
     refuse_unless(
+        "cka" in metrics and not structure,
+        given(args, {"debiased": "--debiased"}),
+        "to --metric cka at --level atom only",
+    )
+    refuse_unless(
         not structure and args.reference is None,
         given(args, {"baseline": "--baseline"}),
         "with the atom-level all-pairs matrix only",
@@ -275,6 +280,7 @@ def compare_atoms(args: argparse.Namespace, metrics: list[str], kind: str) -> No
             kept_variance=args.kept_variance if metric == "cca" else None,
             **extra,
             **({"baseline": args.baseline} if args.baseline else {}),
+            **({"debiased": True} if args.debiased and metric == "cka" else {}),
         )
         print(f"{metric.upper()} of {len(features)} models in {time.perf_counter() - start:.1f} s")
         save_and_print(with_metadata(result, **metadata), args.output, stem)
@@ -469,6 +475,12 @@ def add_parsers(sub) -> None:
         metavar="SHARE",
         help="--metric cca: SVCCA, keeping each model's leading directions explaining SHARE "
         "(0 < SHARE <= 1) of its variance",
+    )
+    p.add_argument(
+        "--debiased",
+        action="store_true",
+        default=None,
+        help="--metric cka: the debiased CKA (unbiased HSIC; one more read of the test rows)",
     )
     p.add_argument(
         "--precision",

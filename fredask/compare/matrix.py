@@ -35,6 +35,7 @@ from fredask.measures.mutual_knn import mutual_neighbours
 from fredask.measures.similarity import (
     SIMILARITY_METRICS,
     SYMMETRIC_METRICS,
+    cka_norm_products,
     similarities,
     similarities_of,
 )
@@ -298,6 +299,7 @@ def reconstruction_matrix(
     kept_variance: float | None = None,
     bootstrap: Bootstrap | int | None = None,
     baseline: str | None = None,
+    debiased: bool = False,
 ) -> ReconstructionMatrix:
     """Reconstruction errors between all ordered pairs of models, in one pass.
 
@@ -354,6 +356,9 @@ def reconstruction_matrix(
         the same measure from standard-normal features of the source's width
         to the target, on the same rows (:mod:`fredask.compare.baseline`);
         one more pass.
+    debiased : bool
+        ``metric="cka"``: the debiased CKA (Song et al.'s unbiased HSIC; one
+        more read of the test rows).
 
     Returns
     -------
@@ -393,6 +398,7 @@ def reconstruction_matrix(
         "progress": progress,
         "device": device,
         "kept_variance": kept_variance,
+        "debiased": debiased,
     }
     found = pair_errors(request, metric, pairs, **settings)
     chance = None
@@ -464,13 +470,15 @@ def global_matrices(
     row_structures=None,
     kept_variance: float | None = None,
     bootstrap: Bootstrap | int | None = None,
+    debiased: bool = False,
 ) -> dict[str, ReconstructionMatrix]:
     """Several global matrices from one pass: GFRE, GFRD and the similarities.
 
     The fit's pass keeps the test rows' moments, which are all the CKA, CCA
     and Procrustes distance need (:func:`fredask.measures.similarity.similarities_of`),
     so the similarities add small solves only.  The arguments are those of
-    :func:`reconstruction_matrix`; ``bootstrap`` applies to gfre and gfrd.
+    :func:`reconstruction_matrix`; ``bootstrap`` applies to gfre and gfrd,
+    ``debiased`` to cka (one more read of the test rows).
 
     Returns
     -------
@@ -485,6 +493,8 @@ def global_matrices(
             f"global_matrices computes {', '.join(allowed)}; not {unknown[0]!r} (use "
             "reconstruction_matrix)"
         )
+    if debiased and "cka" not in metrics:
+        raise ComparisonError("debiased is an option of metric='cka' only; cka is not asked for")
     if scaler is not None and any(m in SIMILARITY_METRICS for m in metrics):
         raise ComparisonError("the similarities apply no scaler; compute them without one")
     common = {"train_idx": train_idx, "test_idx": test_idx, "method": method, "level": level}
@@ -524,6 +534,11 @@ def global_matrices(
     )
     out = {}
     nan = float("nan")
+    products = None
+    if debiased:
+        products = cka_norm_products(
+            request.features, fit.labels, fit.test_moments, scheduler, fit.backend, progress
+        )
     for metric in metrics:
         if metric in SIMILARITY_METRICS:
             found = similarities_of(
@@ -533,6 +548,7 @@ def global_matrices(
                 metric,
                 method,
                 kept_variance if metric == "cca" else None,
+                products if metric == "cka" else None,
             )
             values = {pair: r.value for pair, r in found.items()}
             errors = PairErrors(values, dict.fromkeys(values, nan), None, "none")
@@ -577,6 +593,7 @@ def pair_errors(
     progress: bool = True,
     device: str | ArrayBackend = "cpu",
     kept_variance: float | None = None,
+    debiased: bool = False,
 ) -> PairErrors:
     """One metric for the given ordered pairs of a checked request, in one pass.
 
@@ -604,6 +621,7 @@ def pair_errors(
         progress=progress,
         device=device,
         kept_variance=kept_variance,
+        debiased=debiased,
     )
     values, chosen, per_row, precision = found
     bounds = None
@@ -639,8 +657,11 @@ def _pair_values(
     progress: bool,
     device: str | ArrayBackend,
     kept_variance: float | None,
+    debiased: bool = False,
 ):
     """:func:`pair_errors`' values, alphas, per-row values (mutual_knn: shares) and precision."""
+    if debiased and metric != "cka":
+        raise ComparisonError(f"debiased is an option of metric='cka' only, not {metric!r}")
     feature_set, split = request.features, request.split
     if estimator is None:
         ridge = RidgeSettings(precision="float64")
@@ -688,6 +709,7 @@ def _pair_values(
             scheduler=scheduler,
             progress=progress,
             device=device,
+            debiased=debiased,
         )
         nan = float("nan")
         return {p: r.value for p, r in found.items()}, dict.fromkeys(pairs, nan), None, "none"

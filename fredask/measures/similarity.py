@@ -8,7 +8,11 @@ columns (``F^T F = Z^T Z``, ``X^T Y = F_a^T F_b`` for the column blocks ``a``
 and ``b``): the one statistics pass gives them for all pairs at once, at
 any number of rows, without an n x n kernel.
 
-* linear CKA (Kornblith et al. 2019): ``||X^T Y||_F^2 / (||X^T X||_F ||Y^T Y||_F)``;
+* linear CKA (Kornblith et al. 2019): ``||X^T Y||_F^2 / (||X^T X||_F ||Y^T Y||_F)``,
+  and its debiased form (:func:`debiased_cka`: the unbiased HSIC estimator of
+  Song et al. 2012 in place of the biased one), which needs one fourth-order
+  statistic more, ``sum_i |x_i|^2 |y_i|^2`` (one more read of the test rows,
+  :func:`fredask.stats.passes.norm_products`);
 * CCA: the canonical correlations, singular values of ``U_a^T U_b`` with
   ``U_a``, ``U_b`` orthonormal bases of the column spaces (from the SVD of
   ``F_a`` and ``F_b``, with ``F = Q R`` any factor, ``X = Q F_a``); the value
@@ -68,6 +72,45 @@ def linear_cka(fa: np.ndarray, fb: np.ndarray) -> float:
     return float(cross / (np.linalg.norm(fa.T @ fa) * np.linalg.norm(fb.T @ fb)))
 
 
+def unbiased_hsic(cross: float, trace_a: float, trace_b: float, products: float, n: int):
+    """Song et al.'s unbiased HSIC of linear kernels, from centred-row statistics.
+
+    With ``K = X X^T`` and ``L = Y Y^T`` of the centred rows and their
+    diagonals removed (``K~``, ``L~``), the estimator
+    ``[tr(K~ L~) + 1^T K~ 1 1^T L~ 1 / ((n-1)(n-2)) - 2/(n-2) 1^T K~ L~ 1] / (n(n-3))``
+    depends on the rows through ``cross = ||X^T Y||_F^2``, ``trace_a = tr(X^T X)``,
+    ``trace_b = tr(Y^T Y)`` and ``products = sum_i |x_i|^2 |y_i|^2`` only
+    (centred rows: ``K 1 = 0``, so ``K~ 1 = -diag(K)``); the estimator does not
+    change when the rows are shifted, so centring them loses nothing.
+    """
+    total = cross - products + trace_a * trace_b / ((n - 1) * (n - 2)) - 2 * products / (n - 2)
+    return total / (n * (n - 3))
+
+
+def debiased_cka(fa: np.ndarray, fb: np.ndarray, products: np.ndarray, n: int) -> float:
+    """Debiased linear CKA of two column blocks of a factor of the centred scatter.
+
+    Parameters
+    ----------
+    fa, fb : numpy.ndarray
+        Column blocks of one factor (``F_a^T F_b = X^T Y``).
+    products : numpy.ndarray, shape (2, 2)
+        ``sum_i`` of the products of ``|x_i|^2`` and ``|y_i|^2`` (rows and
+        columns: a, b), in the blocks' units.
+    n : int
+        Test rows (at least 4).
+    """
+    if n < 4:
+        return float("nan")
+    ta, tb = float(np.sum(fa**2)), float(np.sum(fb**2))
+    ab = unbiased_hsic(np.linalg.norm(fa.T @ fb) ** 2, ta, tb, products[0, 1], n)
+    aa = unbiased_hsic(np.linalg.norm(fa.T @ fa) ** 2, ta, ta, products[0, 0], n)
+    bb = unbiased_hsic(np.linalg.norm(fb.T @ fb) ** 2, tb, tb, products[1, 1], n)
+    if aa <= 0 or bb <= 0:
+        return float("nan")
+    return float(ab / np.sqrt(aa * bb))
+
+
 def _basis(factor: np.ndarray, kept_variance: float | None, rcond: float) -> np.ndarray:
     """Orthonormal basis (within the factor's rows) of a block's column space.
 
@@ -113,12 +156,15 @@ def procrustes_spectrum(fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
     return svd(fa.T @ fb, np)[1] / (np.linalg.norm(fa) * np.linalg.norm(fb))
 
 
-def check_options(metric: str, kept_variance: float | None = None) -> None:
-    """Refuse an unknown metric, or a ``kept_variance`` outside (0, 1] or not for ``"cca"``."""
+def check_options(metric: str, kept_variance: float | None = None, debiased: bool = False) -> None:
+    """Refuse an unknown metric, a ``kept_variance`` outside (0, 1] or not for ``"cca"``,
+    or ``debiased`` not for ``"cka"``."""
     if metric not in SIMILARITY_METRICS:
         raise ValueError(f"unknown similarity {metric!r}; use one of {SIMILARITY_METRICS}")
     if kept_variance is not None and (metric != "cca" or not 0 < kept_variance <= 1):
         raise ValueError(f"kept_variance must be in (0, 1] and for cca only, got {kept_variance}")
+    if debiased and metric != "cka":
+        raise ValueError(f"debiased is an option of cka only, not {metric}")
 
 
 def pair_similarity(
@@ -172,6 +218,7 @@ def similarities(
     scheduler: Scheduler = "threads",
     progress: bool = False,
     device: str | ArrayBackend = "cpu",
+    debiased: bool = False,
 ) -> dict[Pair, Similarity]:
     """``metric`` of every pair on the split's test rows, from one pass over the data.
 
@@ -191,6 +238,8 @@ def similarities(
         SVCCA's share of each model's variance kept (``metric="cca"``).
     scheduler, progress, device
         As in :func:`fredask.measures.global_fit.fit_global`.
+    debiased : bool
+        ``metric="cka"``: the debiased CKA (one more read of the test rows).
 
     Returns
     -------
@@ -200,12 +249,35 @@ def similarities(
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    check_options(metric, kept_variance)
+    check_options(metric, kept_variance, debiased)
     pairs = list(pairs)
     labels = row_labels(features.n_rows, split, None, False)  # the folds do not matter
     backend = resolve_backend(device, features.arrays, scheduler)
     moments, _ = subset_statistics(features, labels, method, scheduler, backend, progress)
-    return similarities_of(features, moments[TEST], pairs, metric, method, kept_variance)
+    products = None
+    if debiased:
+        products = cka_norm_products(features, labels, moments[TEST], scheduler, backend, progress)
+    return similarities_of(features, moments[TEST], pairs, metric, method, kept_variance, products)
+
+
+def cka_norm_products(features, labels, test, scheduler, backend, progress) -> np.ndarray:
+    """The debiased CKA's ``sum_i |x_i|^2 |y_i|^2`` of every two models, one more read.
+
+    In the units of :func:`block_factor` (each model in its largest power of
+    two), about the test rows' mean.
+    """
+    from fredask.stats.passes import norm_products
+
+    n_cols = features.n_columns
+    factor, centre = np.ones(n_cols), np.asarray(test.mean, dtype=np.float64)
+    if test.exponent is not None:
+        top = np.empty(n_cols, dtype=np.int64)
+        for name in features.names:
+            cols = features.columns(name)
+            top[cols] = test.exponent[cols].max()
+        factor = np.ldexp(1.0, -top)
+        centre = centre * np.ldexp(1.0, test.exponent - top)
+    return norm_products(features, labels, centre, factor, scheduler, backend.xp, progress)
 
 
 def similarities_of(
@@ -215,14 +287,16 @@ def similarities_of(
     metric: str,
     method: str = "qr",
     kept_variance: float | None = None,
+    products: np.ndarray | None = None,
 ) -> dict[Pair, Similarity]:
     """:func:`similarities` from the test rows' moments (of a pass already made).
 
     ``test`` is the :class:`~fredask.stats.moments.Moments` of the test rows
     (on the host), e.g. :attr:`fredask.measures.global_fit.GlobalFit.test_moments`,
-    so a GFRE matrix and every similarity share one pass.
+    so a GFRE matrix and every similarity share one pass.  ``products``
+    (:func:`cka_norm_products`) makes ``"cka"`` the debiased CKA.
     """
-    check_options(metric, kept_variance)
+    check_options(metric, kept_variance, products is not None)
     factor = factor_about(test, test.mean, method, np)
     rcond = None
     if method == "gram":  # singular values of an eigh factor carry sqrt(eps) errors
@@ -234,5 +308,10 @@ def similarities_of(
             continue
         fa = block_factor(factor, test.exponent, features.columns(source))
         fb = block_factor(factor, test.exponent, features.columns(target))
-        out[(source, target)] = pair_similarity(metric, fa, fb, kept_variance, rcond)
+        found = pair_similarity(metric, fa, fb, kept_variance, rcond)
+        if products is not None:
+            a, b = features.names.index(source), features.names.index(target)
+            value = debiased_cka(fa, fb, products[np.ix_([a, b], [a, b])], test.count)
+            found = Similarity(value, found.spectrum)
+        out[(source, target)] = found
     return out

@@ -221,3 +221,48 @@ def gather_rows_graph(features: FeatureSet, rows: np.ndarray, xp=np):
 
 def _by_model(parts, names, xp) -> dict:
     return {name: xp.concat([part[m] for part in parts]) for m, name in enumerate(names)}
+
+
+def norm_products_kernel(labels, *blocks, names, offset, centre, factor, columns, xp):
+    """``sum_i u_i u_i^T`` over the chunk's test rows, ``u_i`` every model's ``|z_i - centre|^2``.
+
+    ``factor`` multiplies the columns before the centre is subtracted (the
+    moments' powers of two, brought to one power per model), ``columns`` are
+    the models' slices of the concatenation.
+    """
+    test = to_device(labels, xp) == TEST
+    blocks = [to_device(block, xp) for block in blocks]
+    check_finite(blocks, test, names, offset, xp)
+    z = gather_rows(blocks, xp.nonzero(test)[0], xp)
+    z = z * to_device(factor, xp) - to_device(centre, xp)
+    u = xp.stack([xp.sum(z[:, c] ** 2, axis=1) for c in columns], axis=1)
+    return to_host(u.T @ u)
+
+
+def norm_products(
+    features: FeatureSet, labels, centre, factor, scheduler: Scheduler, xp=np, progress=False
+) -> np.ndarray:
+    """One pass over the chunks holding test rows: :func:`norm_products_kernel` summed.
+
+    The fourth-order statistic of the debiased CKA
+    (:func:`fredask.measures.similarity.debiased_cka`), an ``(M, M)`` matrix
+    for ``M`` models.
+    """
+    kernel = dask.delayed(norm_products_kernel, pure=True)
+    columns = [features.columns(name) for name in features.names]
+    parts = [
+        kernel(
+            lab,
+            *blocks,
+            names=features.names,
+            offset=start,
+            centre=centre,
+            factor=factor,
+            columns=columns,
+            xp=xp,
+        )
+        for lab, blocks, start in chunk_tasks(
+            features, labels, lambda lab: bool((lab == TEST).any())
+        )
+    ]
+    return np.sum(compute(parts, scheduler, progress), axis=0)
