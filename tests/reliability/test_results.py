@@ -268,6 +268,8 @@ def test_saved_json_carries_the_context_and_the_papers_schema(outliers, tmp_path
         "metadata",
         "errors",
         "dominated",
+        "bootstrap",
+        "baseline",
         "paper",
     ]
     assert (data["metric"], data["level"], data["method"], data["precision"]) == (
