@@ -65,8 +65,8 @@ def test_rms_interval_brackets_the_value_and_repeats():
     )
     low, high = result.intervals.low, result.intervals.high
     value = result.matrix
-    assert (low.loc["x", "y"] < value.loc["x", "y"] < high.loc["x", "y"])
-    assert (low.loc["y", "x"] < value.loc["y", "x"] < high.loc["y", "x"])
+    assert low.loc["x", "y"] < value.loc["x", "y"] < high.loc["x", "y"]
+    assert low.loc["y", "x"] < value.loc["y", "x"] < high.loc["y", "x"]
     assert low.equals(again.intervals.low) and high.equals(again.intervals.high)
 
 
@@ -122,7 +122,7 @@ def test_groups_are_structures_or_random_groups_of_whole_structures():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"metric": "cka", "bootstrap": 10}, "cka has no per-row values"),
+        ({"metric": "cka", "bootstrap": 10, "debiased": True}, "debiased CKA is not resampled"),
         ({"metric": "gfre", "bootstrap": 0}, "at least 1 resample"),
         ({"metric": "gfre", "bootstrap": 2.5}, "whole number"),
         ({"metric": "gfre", "bootstrap": 10, "row_structures": np.zeros(40, int)}, "1 structure"),
@@ -177,10 +177,88 @@ def test_cli_bootstrap_writes_intervals_and_refuses_what_it_cannot_resample(tmp_
         assert saved["n_resamples"] == 30 and saved["confidence"] == 0.8
         assert saved["low"]["smooth-64"]["sharp-64"] < saved["high"]["smooth-64"]["sharp-64"]
     for extra, message in [
-        (["--metric", "cka", "--bootstrap", "5"], "--metric cka has no per-row values"),
+        (["--metric", "cka", "--bootstrap", "5", "--debiased"], "debiased CKA is not resampled"),
         (["--confidence", "0.8"], "--confidence applies with --bootstrap only"),
         (["--bootstrap", "0"], "at least 1 resample"),
         (["--bootstrap", "5", "--reference", "smooth-64"], "--bootstrap applies with the all"),
     ]:
         with pytest.raises(SystemExit, match=message):
             main([*argv, *extra])
+
+
+def clustered_cka(rng, n_structures, atoms, tau=1.0, noise=0.7, p=4, q=3):
+    """:func:`clustered` rows and their population CKA, in closed form.
+
+    ``Cov(x) = (1 + tau^2) I``, ``Cov(x, y) = (1 + tau^2) A`` and
+    ``Cov(y) = (1 + tau^2) A^T A + noise^2 I``.
+    """
+    data, structures, _ = clustered(rng, n_structures, atoms, tau, noise, p, q)
+    a = np.linspace(-1.0, 1.0, p * q).reshape(p, q)
+    cross = np.linalg.norm((1 + tau**2) * a) ** 2
+    own = np.linalg.norm((1 + tau**2) * np.eye(p)) * np.linalg.norm(
+        (1 + tau**2) * a.T @ a + noise**2 * np.eye(q)
+    )
+    return data, structures, cross / own
+
+
+def test_similarity_resamples_equal_the_measure_of_repeated_rows():
+    """A resample's merged scatter gives the CKA / CCA / Procrustes of the repeated test rows."""
+    from fredask.measures.bootstrap import group_test_moments, resample_scatters
+    from fredask.measures.similarity import similarities_of
+    from fredask.stats.features import as_feature_set
+    from fredask.stats.splits import resolve_split
+
+    data, structures, _ = clustered(np.random.default_rng(9), 25, 6)
+    features = as_feature_set(data)
+    split = resolve_split(structures.size)
+    groups = resampling_groups(structures.size, structures, 64, 0)
+    parts = group_test_moments(features, split, groups, "qr", "sync", _numpy_backend(), False)
+    weights = draw_weights(len(parts), Bootstrap(3, random_state=4))
+    test = np.sort(split.test_idx)
+    for w, moments in zip(weights, resample_scatters(parts, weights, "qr"), strict=True):
+        rows = np.concatenate([np.repeat(test[groups[test] == g], int(k)) for g, k in enumerate(w)])
+        x, y = (data[m][rows] - data[m][rows].mean(axis=0) for m in ("x", "y"))
+        norms = np.linalg.norm(x) * np.linalg.norm(y)
+        cka = np.linalg.norm(x.T @ y) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
+        procrustes = 2 - 2 * np.linalg.svd(x.T @ y, compute_uv=False).sum() / norms
+        for metric, direct in [("cka", cka), ("procrustes", procrustes)]:
+            found = similarities_of(features, moments, [("x", "y")], metric, "gram")
+            assert found[("x", "y")].value == pytest.approx(direct, rel=1e-9)
+
+
+def _numpy_backend():
+    from fredask.backend import NUMPY
+
+    return NUMPY
+
+
+def test_cka_interval_coverage_is_nominal():
+    """Nominal 90% covers the population CKA in 85-95% of 100 repetitions."""
+    rng = np.random.default_rng(3)
+    hits = 0
+    for _ in range(100):
+        data, structures, true = clustered_cka(rng, 60, 20)
+        result = reconstruction_matrix(
+            data,
+            "cka",
+            client="sync",
+            progress=False,
+            row_structures=structures,
+            bootstrap=Bootstrap(100, random_state=int(rng.integers(2**31))),
+        )
+        hits += result.intervals.low.loc["x", "y"] <= true <= result.intervals.high.loc["x", "y"]
+    assert 0.85 <= hits / 100 <= 0.95
+
+
+def test_similarity_interval_brackets_its_value_and_is_saved(tmp_path):
+    data, structures, _ = clustered(np.random.default_rng(10), 40, 5)
+    for metric in ("cka", "cca", "procrustes"):
+        result = reconstruction_matrix(
+            data, metric, client="sync", progress=False, row_structures=structures, bootstrap=40
+        )
+        alone = reconstruction_matrix(data, metric, client="sync", progress=False)
+        assert result.matrix.loc["x", "y"] == pytest.approx(alone.matrix.loc["x", "y"], rel=1e-9)
+        low, high = result.intervals.low.loc["x", "y"], result.intervals.high.loc["x", "y"]
+        assert low <= result.matrix.loc["x", "y"] <= high
+        saved = json.loads(result.save(tmp_path, metric)["json"].read_text())["bootstrap"]
+        assert saved["high"]["x"]["y"] == high

@@ -198,12 +198,8 @@ def resolve_request(args: argparse.Namespace) -> tuple[list[str], str]:
         "with the all-pairs matrix only, not --reference",
     )
     if args.bootstrap is not None:
-        without = [m for m in metrics if m in ("cka", "cca", "procrustes")]
-        if without:
-            raise CommandError(
-                f"--bootstrap: --metric {without[0]} has no per-row values to resample; "
-                "intervals are for gfre, gfrd, lfre and mutual_knn"
-            )
+        if args.debiased:
+            raise CommandError("--bootstrap: the debiased CKA is not resampled; drop one of them")
         bootstrap_option(args)  # its settings refused before any work
     writable_folder(args.output)
     args.n_test = DEFAULT_N_TEST if args.n_test is None else args.n_test
@@ -524,8 +520,8 @@ def add_parsers(sub) -> None:
         type=int,
         metavar="B",
         help="percentile intervals from B resamples of the test rows' structures (gfre, gfrd, "
-        "lfre, mutual_knn; the fits held fixed, the target's scale resampled), in the JSON "
-        "and under each number of the heat map",
+        "lfre, mutual_knn: the fits held fixed, the target's scale resampled; cka, cca, "
+        "procrustes: per-group scatters), in the JSON and under each number of the heat map",
     )
     p.add_argument(
         "--confidence",

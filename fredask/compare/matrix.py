@@ -23,7 +23,12 @@ from fredask.compare.baseline import baseline_pairs, check_baseline, with_random
 from fredask.compare.distribution import summary_frame
 from fredask.compare.result import LEVELS, Intervals, ReconstructionMatrix
 from fredask.errors import FredaskError
-from fredask.measures.bootstrap import MIN_UNITS, Bootstrap, bootstrap_intervals
+from fredask.measures.bootstrap import (
+    MIN_UNITS,
+    Bootstrap,
+    bootstrap_intervals,
+    similarity_bootstrap,
+)
 from fredask.measures.global_fit import fit_global
 from fredask.measures.local_fit import (
     NeighbourCount,
@@ -49,8 +54,6 @@ GLOBAL_METRICS = ("gfre", "gfrd")
 #: Symmetric similarity measures of the test rows (no fit, no pointwise errors).
 SIMILARITY = SYMMETRIC_METRICS
 METRICS = (*GLOBAL_METRICS, "lfre", *SIMILARITY)
-#: Metrics with a bootstrap interval: the means of per-test-row values.
-RESAMPLED_METRICS = (*GLOBAL_METRICS, "lfre", "mutual_knn")
 #: Neighbours of ``"mutual_knn"`` when ``n_local_points`` is not given.
 DEFAULT_MUTUAL_K = 10
 
@@ -213,8 +216,7 @@ def check_comparison(
         overlapping; an ``n_local_points`` that is not a whole number >= 2 or
         (given explicitly) exceeds the train rows; a ``row_structures`` of the
         wrong shape; a reference that is not one of the models; a
-        bootstrap for a metric without per-row values (cka, cca,
-        procrustes), of fewer than 1 resample, or over fewer than two test
+        bootstrap of fewer than 1 resample, or over fewer than two test
         structures.
     """
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
@@ -253,12 +255,6 @@ def _check_bootstrap(bootstrap, metrics, split: Split, structures) -> Bootstrap 
         return None
     if not isinstance(bootstrap, Bootstrap):
         bootstrap = Bootstrap(bootstrap)
-    without = [m for m in metrics if m in SIMILARITY_METRICS]
-    if without:
-        raise ComparisonError(
-            f"bootstrap: {without[0]} has no per-row values to resample; intervals are "
-            f"for {', '.join(RESAMPLED_METRICS)}"
-        )
     test = split.test_idx
     n_units = test.size if structures is None else np.unique(structures[test]).size
     if n_units < MIN_UNITS:
@@ -349,8 +345,10 @@ def reconstruction_matrix(
         Percentile intervals (``ReconstructionMatrix.intervals``) from
         resampling the test rows' structures (``row_structures``; without
         it, every row is its own unit); an int is the number of resamples
-        at 90% confidence.  For gfre, gfrd, lfre and mutual_knn
-        (:mod:`fredask.measures.bootstrap`: the fits are held fixed).
+        at 90% confidence (:mod:`fredask.measures.bootstrap`): gfre, gfrd,
+        lfre and mutual_knn resample per-row values (the fits held fixed);
+        cka, cca and procrustes merge per-group test scatters (at most 64
+        groups of whole structures).
     baseline : {"random"}, optional
         Also compute every pair's chance level (``ReconstructionMatrix.baseline``):
         the same measure from standard-normal features of the source's width
@@ -604,6 +602,19 @@ def pair_errors(
     measures, one more pass over the train rows' groups.
     """
     settings = ScalerSettings.from_scaler(scaler)
+    if request.bootstrap is not None and metric in SIMILARITY_METRICS:
+        return _similarity_bootstrap(
+            request,
+            metric,
+            pairs,
+            scaler,
+            method,
+            client,
+            progress,
+            device,
+            kept_variance,
+            debiased,
+        )
     if request.bootstrap is not None and settings.column_wise and metric != "mutual_knn":
         raise ComparisonError(
             "bootstrap: a column-wise scaler's scales are not resampled; use the default "
@@ -642,6 +653,34 @@ def pair_errors(
         )
     pointwise = None if metric in SIMILARITY else per_row
     return PairErrors(values, chosen, pointwise, precision, bounds)
+
+
+def _similarity_bootstrap(
+    request, metric, pairs, scaler, method, client, progress, device, kept_variance, debiased
+) -> PairErrors:
+    """:func:`pair_errors` of a similarity with intervals: one pass of per-group scatters."""
+    if scaler is not None:
+        raise ComparisonError(
+            f"{metric}: no scaler is applied (the measure is invariant to a model's scale)"
+        )
+    if debiased:
+        raise ComparisonError("bootstrap: the debiased CKA is not resampled; drop one of them")
+    scheduler = resolve_client(client)
+    found, bounds = similarity_bootstrap(
+        request.features,
+        request.split,
+        request.row_structures,
+        request.bootstrap,
+        pairs,
+        metric,
+        method=method,
+        kept_variance=kept_variance,
+        scheduler=scheduler,
+        backend=resolve_backend(device, request.features.arrays, scheduler),
+        progress=progress,
+    )
+    values = {pair: r.value for pair, r in found.items()}
+    return PairErrors(values, dict.fromkeys(values, float("nan")), None, "none", bounds)
 
 
 def _pair_values(

@@ -34,6 +34,11 @@ the calibration by simulation: nominal 90% covers the true GFRE in 85-95%
 of 200 repetitions over correlated atoms, while resampling atoms as if they
 were independent covers it far less often.
 
+The CKA, CCA and Procrustes distance are not means over rows: their
+resamples merge per-group test-row scatters instead
+(:func:`similarity_bootstrap`, at most :data:`MAX_SCATTER_GROUPS` groups,
+``P^2`` numbers each) and solve the small problems again; they fit nothing.
+
 The interval is the percentile interval of the resample values.  Its
 assumptions: the structures are an independent sample from the population
 the interval is about, there are enough of them (tens at least; at least
@@ -332,3 +337,114 @@ def bootstrap_intervals(
         index = {name: m for m, name in enumerate(features.names)}
         ratio = {pair: full[index[pair[1]]] / scales[:, index[pair[1]]] for pair in per_row}
     return intervals(per_row, test_groups, weights, settings.confidence, rms, ratio)
+
+
+#: Most groups whose test-row scatter a similarity bootstrap keeps (``P^2`` numbers each).
+MAX_SCATTER_GROUPS = 64
+
+
+def group_test_moments(features, split, groups, method, scheduler, backend, progress) -> list:
+    """One pass: every group's test-row moments (count, means, scatter), on the host, aligned.
+
+    Returns
+    -------
+    list of Moments or None
+        One per group (``None`` for a group without test rows), with common
+        per-column powers of two.
+    """
+    from fredask.cluster.clients import compute
+    from fredask.stats.moments import align_moments, moments_to_host
+    from fredask.stats.passes import statistics_graph
+    from fredask.stats.splits import N_SUBSETS, TEST, UNUSED, row_labels
+
+    labels = row_labels(features.n_rows, split, None, False)
+    labels[labels != TEST] = UNUSED
+    parts = compute(
+        statistics_graph(features, labels, method, backend.xp, groups=groups),
+        scheduler,
+        progress,
+    )
+    n_groups = len(parts) // N_SUBSETS
+    return align_moments(
+        [moments_to_host(parts[g * N_SUBSETS + TEST]) for g in range(n_groups)], method, np
+    )
+
+
+def resample_scatters(parts: list, weights: np.ndarray, method: str):
+    """The test rows' moments of every resample, in Gram form (a generator).
+
+    A group drawn ``w`` times counts as ``w`` copies of its rows: counts and
+    sums scale by ``w``, and the scatter about the resample's mean is
+    ``sum_g w_g (S_g + n_g (m_g - m)(m_g - m)^T)``, exactly.
+    """
+    from fredask.stats.moments import Moments
+
+    present = [g for g, m in enumerate(parts) if m is not None]
+    counts = np.array([parts[g].count for g in present], dtype=np.float64)
+    means = np.stack([parts[g].mean for g in present])
+    if method == "qr":
+        scatters = np.stack([parts[g].scatter.T @ parts[g].scatter for g in present])
+    else:
+        scatters = np.stack([parts[g].scatter for g in present])
+    exponent = parts[present[0]].exponent
+    for w in weights[:, present]:
+        count = w @ counts
+        if count == 0:
+            yield None
+            continue
+        mean = (w * counts) @ means / count
+        shifts = np.sqrt(w * counts)[:, None] * (means - mean)
+        scatter = np.tensordot(w, scatters, axes=1) + shifts.T @ shifts
+        yield Moments(round(count), mean, scatter, exponent)
+
+
+def similarity_bootstrap(
+    features,
+    split,
+    row_structures: np.ndarray | None,
+    settings: Bootstrap,
+    pairs,
+    metric: str,
+    *,
+    method: str = "qr",
+    kept_variance: float | None = None,
+    scheduler="threads",
+    backend=None,
+    progress: bool = False,
+) -> tuple[dict, dict]:
+    """A similarity's values and percentile intervals from one pass of per-group scatters.
+
+    The structures are dealt into at most :data:`MAX_SCATTER_GROUPS` groups
+    (every group keeps a ``P x P`` scatter); a resample merges the groups'
+    scatters with its weights (:func:`resample_scatters`) and solves the
+    pairs' small problems again.  Nothing is fitted, so nothing is held fixed.
+
+    Returns
+    -------
+    values : dict of (source, target) to Similarity
+        From all groups merged: the similarity of the test rows.
+    intervals : dict of (source, target) to (low, high)
+    """
+    from fredask.measures.similarity import similarities_of
+    from fredask.stats.moments import merge_moments
+
+    groups = resampling_groups(
+        features.n_rows, row_structures, MAX_SCATTER_GROUPS, settings.random_state
+    )
+    parts = group_test_moments(features, split, groups, method, scheduler, backend, progress)
+    pairs = list(pairs)
+    whole = merge_moments(parts, method, np)
+    values = similarities_of(features, whole, pairs, metric, method, kept_variance)
+    weights = draw_weights(sum(p is not None for p in parts), settings)
+    full = np.zeros((weights.shape[0], len(parts)))
+    full[:, [g for g, p in enumerate(parts) if p is not None]] = weights
+    table = np.full((weights.shape[0], len(pairs)), np.nan)
+    for b, moments in enumerate(resample_scatters(parts, full, method)):
+        if moments is not None:
+            found = similarities_of(features, moments, pairs, metric, "gram", kept_variance)
+            table[b] = [found[pair].value for pair in pairs]
+    bounds = {
+        pair: percentile_interval(column[np.isfinite(column)], settings.confidence)
+        for pair, column in zip(pairs, table.T, strict=True)
+    }
+    return values, bounds
