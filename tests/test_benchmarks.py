@@ -235,6 +235,6 @@ def test_measures_benchmark(tmp_path):
     page = (results / "measures.md").read_text()
     assert "| N | structures | gfre s | all global s | all global / gfre |" in page
     [r] = json.loads((results / "measures.json").read_text())["results"]
-    assert all(r["seconds"][kind] > 0 for kind in ("gfre", "all_global", "bootstrap"))
+    assert all(seconds > 0 for seconds in r["seconds"].values()) and len(r["seconds"]) == 4
     # the GFRE computed with the similarities is the GFRE computed alone
     assert r["gfre_agreement"] < 1e-12 and r["interval_width"] > 0
