@@ -105,6 +105,17 @@ def chunk_tasks(features: FeatureSet, labels: np.ndarray, keep):
         start += size
 
 
+def over_test_chunks(kernel, features: FeatureSet, labels: np.ndarray, **options) -> list:
+    """``kernel(labels, *blocks, names=, offset=, **options)``, delayed, per test-row chunk."""
+    delayed = dask.delayed(kernel, pure=True)
+    return [
+        delayed(lab, *blocks, names=features.names, offset=start, **options)
+        for lab, blocks, start in chunk_tasks(
+            features, labels, lambda lab: bool((lab == TEST).any())
+        )
+    ]
+
+
 def statistics_graph(
     features: FeatureSet,
     labels: np.ndarray,
@@ -177,22 +188,9 @@ def pointwise_norms(
     numpy.ndarray, shape (n_test, len(maps))
         Rows in increasing row order.
     """
-    kernel = dask.delayed(pointwise_kernel, pure=True)
-    parts = [
-        kernel(
-            lab,
-            *blocks,
-            names=features.names,
-            offset=start,
-            centre=centre,
-            scale=scale,
-            maps=maps,
-            xp=xp,
-        )
-        for lab, blocks, start in chunk_tasks(
-            features, labels, lambda lab: bool((lab == TEST).any())
-        )
-    ]
+    parts = over_test_chunks(
+        pointwise_kernel, features, labels, centre=centre, scale=scale, maps=maps, xp=xp
+    )
     return np.concatenate(compute(parts, scheduler, progress), axis=0)
 
 
@@ -248,21 +246,14 @@ def norm_products(
     (:func:`fredask.measures.similarity.debiased_cka`), an ``(M, M)`` matrix
     for ``M`` models.
     """
-    kernel = dask.delayed(norm_products_kernel, pure=True)
     columns = [features.columns(name) for name in features.names]
-    parts = [
-        kernel(
-            lab,
-            *blocks,
-            names=features.names,
-            offset=start,
-            centre=centre,
-            factor=factor,
-            columns=columns,
-            xp=xp,
-        )
-        for lab, blocks, start in chunk_tasks(
-            features, labels, lambda lab: bool((lab == TEST).any())
-        )
-    ]
+    parts = over_test_chunks(
+        norm_products_kernel,
+        features,
+        labels,
+        centre=centre,
+        factor=factor,
+        columns=columns,
+        xp=xp,
+    )
     return np.sum(compute(parts, scheduler, progress), axis=0)
