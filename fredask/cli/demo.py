@@ -12,6 +12,12 @@ from fredask.cli.cluster import add_cluster_argument, cluster_client
 DEMO_MODELS = ("chgnet:0.3.0", "sevenn:7net-0", "sevenn:7net-l3i5")
 
 
+#: The demo's metrics with bootstrap intervals over structures (the cheap ones: per-row values).
+RESAMPLED = ("gfre", "gfrd", "lfre", "mutual_knn")
+#: Resamples of the demo's intervals.
+DEMO_RESAMPLES = 200
+
+
 def demo(args: argparse.Namespace) -> None:
     """The main job: real structures, real models, a store, the all-pairs matrices.
 
@@ -86,7 +92,13 @@ def demo(args: argparse.Namespace) -> None:
     ridge = RidgeSettings(precision="float64")
     for metric in METRICS:
         result = reconstruction_matrix(
-            features, metric, split=split, estimator=ridge, client=client, row_structures=rows
+            features,
+            metric,
+            split=split,
+            estimator=ridge,
+            client=client,
+            row_structures=rows,
+            bootstrap=DEMO_RESAMPLES if metric in RESAMPLED else None,
         )
         save_and_print(with_metadata(result, **metadata), output, metric)
 

@@ -601,6 +601,10 @@ def test_demo_leaves_out_short_bonds_and_says_so(tmp_path, capsys, monkeypatch):
     saved = json.loads((tmp_path / "out" / "lfre.json").read_text())["metadata"]
     assert saved["left_out"]["structures"] == ["odd:SiO-squeezed"]
     assert saved["split"] == "paper" and saved["seed"] == 0
+    for metric in ("gfre", "lfre", "mutual_knn"):  # intervals over structures, not for cka
+        bootstrap = json.loads((tmp_path / "out" / f"{metric}.json").read_text())["bootstrap"]
+        assert bootstrap["n_resamples"] == 200 and bootstrap["unit"] == "structure"
+    assert json.loads((tmp_path / "out" / "cka.json").read_text())["bootstrap"] is None
 
 
 def test_the_parsers_choices_are_the_librarys():
