@@ -9,7 +9,6 @@ calls it first and then computes one metric's matrix (a
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -451,6 +450,13 @@ def as_matrix(
     )
 
 
+def ridge_settings(estimator) -> RidgeSettings:
+    """The fits' settings: ``estimator``'s, else the float64-exact default."""
+    if estimator is None:
+        return RidgeSettings(precision="float64")
+    return RidgeSettings.from_estimator(estimator)
+
+
 def global_matrices(
     features: Mapping[str, object],
     metrics: Sequence[str] = ("gfre", "gfrd", "cka", "cca", "procrustes"),
@@ -495,27 +501,18 @@ def global_matrices(
         raise ComparisonError("debiased is an option of metric='cka' only; cka is not asked for")
     if scaler is not None and any(m in SIMILARITY_METRICS for m in metrics):
         raise ComparisonError("the similarities apply no scaler; compute them without one")
-    common = {"train_idx": train_idx, "test_idx": test_idx, "method": method, "level": level}
-    request = check_comparison(features, metrics, split, row_structures=row_structures, **common)
-    fitted = [m for m in metrics if m in GLOBAL_METRICS]
-    if bootstrap is not None:
-        request = dataclasses.replace(
-            request,
-            bootstrap=check_comparison(
-                request.features,
-                fitted,
-                request.split,
-                row_structures=row_structures,
-                bootstrap=bootstrap,
-                method=method,
-                level=level,
-            ).bootstrap,
-        )
-    ridge = (
-        RidgeSettings(precision="float64")
-        if estimator is None
-        else (RidgeSettings.from_estimator(estimator))
+    request = check_comparison(
+        features,
+        metrics,
+        split,
+        train_idx=train_idx,
+        test_idx=test_idx,
+        method=method,
+        level=level,
+        row_structures=row_structures,
+        bootstrap=bootstrap,
     )
+    ridge = ridge_settings(estimator)
     scheduler = resolve_client(client)
     fit = fit_global(
         request.features,
@@ -702,10 +699,7 @@ def _pair_values(
     if debiased and metric != "cka":
         raise ComparisonError(f"debiased is an option of metric='cka' only, not {metric!r}")
     feature_set, split = request.features, request.split
-    if estimator is None:
-        ridge = RidgeSettings(precision="float64")
-    else:
-        ridge = RidgeSettings.from_estimator(estimator)
+    ridge = ridge_settings(estimator)
     scheduler = resolve_client(client)
     settings = {
         "ridge": ridge,
